@@ -1,0 +1,72 @@
+"""The base of every /v1/ view, and the routes that belong to no app."""
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from blobhub.api import idempotency
+from blobhub.api.errors import error_body
+
+
+def success(status: int = 200, headers: dict | None = None, **payload) -> Response:
+    """The success envelope: `{"status": "success", <name>: <resource>}`."""
+    return Response({"status": "success", **payload}, status=status, headers=headers)
+
+
+def if_match(request: Request) -> str | None:
+    """The etag a write is based on, from `If-Match` (quotes and W/ are accepted)."""
+    value = request.META.get("HTTP_IF_MATCH")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"')
+
+
+def etag_header(etag: str) -> dict:
+    return {"ETag": f'"{etag}"'}
+
+
+class ApiView(APIView):
+    """Adds `Idempotency-Key` handling to DRF's APIView."""
+
+    _idempotency_record = None
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        key = idempotency.requested_key(request)
+        # Hash the raw body before anything parses it (parsing consumes the stream).
+        request_fingerprint = idempotency.fingerprint(request._request) if key else None
+        super().initial(request, *args, **kwargs)
+        if key:
+            self._idempotency_record = idempotency.begin(request.auth.caller_id, key, request_fingerprint)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, idempotency.Replay):
+            return Response(exc.body, status=exc.status, headers={"Idempotent-Replayed": "true"})
+        return super().handle_exception(exc)
+
+    def finalize_response(self, request: Request, response, *args, **kwargs):
+        record, self._idempotency_record = self._idempotency_record, None
+        if record is not None:
+            idempotency.finish(record, response.status_code, getattr(response, "data", None))
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("not_found", "There is no such route."), status=404)
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        error_body("internal_error", "The server failed to handle the request; it has been logged."), status=500
+    )
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("invalid_request_body", "The request is malformed."), status=400)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("access_denied", "You may not access this resource."), status=403)

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class OnnxModelsConfig(AppConfig):
+    name = "onnx_models"
