@@ -174,6 +174,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"MemberRole": "orgs.models.Role", "ApiKeyRole": "orgs.models.ApiKey.KeyRole"},
 }
 
 # --- Sessions, security --------------------------------------------------------------

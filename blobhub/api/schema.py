@@ -11,14 +11,20 @@ class ErrorOut(serializers.Serializer):
     details = serializers.ListField(child=serializers.DictField())
 
 
+_envelopes: dict[str, serializers.Serializer] = {}
+
+
 def envelope(name: str, key: str | None = None, item: serializers.Serializer | None = None, many: bool = False):
     """A success envelope carrying `item` under `key` (a list with `cursor` if `many`)."""
+    if name in _envelopes:
+        return _envelopes[name]
     fields = {"status": serializers.CharField(default="success")}
     if key and item is not None:
         fields[key] = item(many=True) if many else item()
     if many:
         fields["cursor"] = serializers.CharField(required=False)
-    return inline_serializer(name=name, fields=fields)
+    _envelopes[name] = inline_serializer(name=name, fields=fields)
+    return _envelopes[name]
 
 
 ERRORS = {code: OpenApiResponse(ErrorOut) for code in (400, 401, 403, 409, 412, 413, 429)}

@@ -73,7 +73,7 @@ class AliasField(StrictCharField):
     """`^[a-z0-9_-]{6,42}$` and never UUID-shaped, so a path part is unambiguous."""
 
     default_error_messages = {
-        "bad_alias": "Must match ^[a-z0-9_-]{6,42}$.",
+        "bad_alias": "Must match ^[a-z0-9_-]{{6,42}}$.",
         "uuid_alias": "Must not look like a UUID: path parts that parse as UUIDs are ids.",
     }
 

@@ -221,6 +221,7 @@ class CredentialListApi(ApiView):
     @extend_schema(
         parameters=PAGE_PARAMETERS,
         responses={200: envelope("CredentialList", "credentials", s.CredentialOut, many=True), **ERRORS},
+        operation_id="orgs_credentials_list",
     )
     def get(self, request: Request, org: str) -> Response:
         organization = selectors.organization_get(principal_of(request), org, Role.WRITE)
