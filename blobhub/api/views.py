@@ -40,7 +40,8 @@ class ApiView(APIView):
         request_fingerprint = idempotency.fingerprint(request._request) if key else None
         super().initial(request, *args, **kwargs)
         if key:
-            self._idempotency_record = idempotency.begin(request.auth.caller_id, key, request_fingerprint)
+            caller = getattr(request.auth, "caller_id", None) or f"ip:{request.META.get('REMOTE_ADDR')}"
+            self._idempotency_record = idempotency.begin(caller, key, request_fingerprint)
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, idempotency.Replay):
