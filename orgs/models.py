@@ -76,6 +76,8 @@ class ApiKey(Record):
         WRITE = "write"
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    # A blob-scoped key holds its role on that one blob and nothing in the org.
+    blob = models.ForeignKey("blobs.Blob", null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys")
     role = models.CharField(max_length=8, choices=KeyRole.choices)
     description = models.CharField(max_length=256, blank=True, default="")
     lookup = models.CharField(max_length=16, unique=True, editable=False)

@@ -15,7 +15,7 @@ def org_role(principal: Principal, org: Organization) -> Role | None:
     """The role the principal holds in the org, or None."""
     if principal.api_key is not None:
         key = principal.api_key
-        return Role(key.role) if key.org_id == org.id else None
+        return Role(key.role) if key.org_id == org.id and key.blob_id is None else None
     if principal.user is not None:
         role = (
             Membership.objects.filter(org_id=org.id, user_id=principal.user.id)
@@ -37,6 +37,8 @@ def authorize(principal: Principal, needed: Role, org: Organization) -> Role:
 def visible_organizations(principal: Principal) -> QuerySet[Organization]:
     """The organizations the principal holds any role in; nothing for anonymous tokens."""
     if principal.api_key is not None:
+        if principal.api_key.blob_id is not None:
+            return Organization.objects.none()
         return Organization.objects.filter(id=principal.api_key.org_id)
     if principal.user is not None:
         return Organization.objects.filter(memberships__user_id=principal.user.id)

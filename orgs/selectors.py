@@ -37,7 +37,8 @@ def member_get(org: Organization, user_id: str) -> Membership:
 
 
 def api_key_list(org: Organization) -> QuerySet[ApiKey]:
-    return ApiKey.objects.filter(org=org, revoked_at__isnull=True)
+    """The org-scoped keys; blob-scoped keys are listed under their blob."""
+    return ApiKey.objects.filter(org=org, blob__isnull=True, revoked_at__isnull=True)
 
 
 def api_key_get(org: Organization, key_id: str) -> ApiKey:
