@@ -1,0 +1,119 @@
+"""Starting, watching and stopping real server processes from tests.
+
+Everything waits on a condition with a deadline instead of sleeping a fixed time, and
+a process that dies early fails the wait at once with the tail of its output.
+"""
+
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+POLL_INTERVAL = 0.05
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(
+    condition: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    process: subprocess.Popen | None = None,
+    output: Callable[[], str] | None = None,
+) -> T:
+    """Call `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {process.returncode}\n{_tail(output)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s\n{_tail(output)}")
+        time.sleep(POLL_INTERVAL)
+
+
+def http_ok(url: str) -> bool:
+    """Whether `url` answers 200 (connection errors count as not yet)."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def stop(process: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    """Ask the process to stop with `sig`; kill it if it is still there after `timeout`."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def _tail(output: Callable[[], str] | None) -> str:
+    return f"--- last output ---\n{output()}" if output is not None else ""
+
+
+class LineReader:
+    """Reads a process's stdout on a thread, so the pipe never fills and reads can time out."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def read_until(self, predicate: Callable[[str], bool], *, timeout: float, what: str) -> list[str]:
+        """Lines up to and including the first one matching `predicate`."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{what}: not within {timeout} s\n{self.text()}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self._queue.put(None)  # later reads see the end too
+                raise AssertionError(f"{what}: the output ended (exit {self.process.wait()})\n{self.text()}")
+            self.lines.append(line)
+            seen.append(line)
+            if predicate(line):
+                return seen
+
+    def text(self) -> str:
+        return "\n".join(self.lines[-40:])
