@@ -7,6 +7,7 @@ from blobhub.health import healthz
 
 v1 = [
     path("", include("orgs.api.urls")),
+    path("", include("blobs.api.urls")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # Unknown routes under /v1/ answer in the envelope even with DEBUG on.

@@ -57,3 +57,7 @@ def credential_get(org: Organization, alias: str) -> Credential:
     if credential is None:
         raise AccessDenied()
     return credential
+
+
+def holds_role(principal: Principal, org: Organization) -> bool:
+    return policy.org_role(principal, org) is not None

@@ -102,9 +102,10 @@ def api_key_create(
     role: str,
     description: str = "",
     expires_at: datetime | None = None,
+    blob=None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; the secret is returned here once and never stored."""
-    if principal.user is None:
+    """Create a key (scoped to `blob` if given); the secret is returned here once and never stored."""
+    if principal.user is None or principal.api_key is not None:
         raise AccessDenied()
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidRequest("expires_at must be in the future.", [{"path": "expires_at", "message": "In the past."}])
@@ -117,8 +118,10 @@ def api_key_create(
         lookup=lookup,
         hashed_key=hashed,
         created_by=principal.user,
+        blob=blob,
     )
-    audit(principal, "api_key.create", api_key, org=org, changes={"role": role, "lookup": lookup})
+    changes = {"role": role, "lookup": lookup} | ({"blob_id": str(blob.id)} if blob is not None else {})
+    audit(principal, "api_key.create", api_key, org=org, changes=changes)
     return api_key, key
 
 

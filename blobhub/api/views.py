@@ -7,11 +7,20 @@ from rest_framework.views import APIView
 
 from blobhub.api import idempotency
 from blobhub.api.errors import error_body
+from blobhub.api.pagination import paginate
+from blobhub.api.serializers import PageQuerySerializer, parse
 
 
 def success(status: int = 200, headers: dict | None = None, **payload) -> Response:
     """The success envelope: `{"status": "success", <name>: <resource>}`."""
     return Response({"status": "success", **payload}, status=status, headers=headers)
+
+
+def paginated(request: Request, queryset, key: str, out, *, newest_first: bool = False, query=None) -> Response:
+    """One page of `queryset` rendered with the serializer `out`, as `{key: [...], cursor?}`."""
+    params = query if query is not None else parse(PageQuerySerializer, request.query_params)
+    page = paginate(queryset, limit=params.get("limit"), cursor=params.get("cursor"), newest_first=newest_first)
+    return success(**page.payload(key, lambda item: out(item).data))
 
 
 def if_match(request: Request) -> str | None:
@@ -51,8 +60,13 @@ class ApiView(APIView):
     def finalize_response(self, request: Request, response, *args, **kwargs):
         record, self._idempotency_record = self._idempotency_record, None
         if record is not None:
-            idempotency.finish(record, response.status_code, getattr(response, "data", None))
+            idempotency.finish(record, response.status_code, self.replayable(getattr(response, "data", None)))
         return super().finalize_response(request, response, *args, **kwargs)
+
+    def replayable(self, body):
+        """The answer as stored for Idempotency-Key replays. A view whose answer carries a
+        secret leaves it out; returning None stores nothing and releases the key."""
+        return body
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

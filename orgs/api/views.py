@@ -7,21 +7,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from blobhub.api.errors import ApplicationError
-from blobhub.api.pagination import paginate
 from blobhub.api.schema import ERRORS, IDEMPOTENCY_PARAMETER, IF_MATCH_PARAMETER, PAGE_PARAMETERS, envelope
-from blobhub.api.serializers import PageQuerySerializer, parse
+from blobhub.api.serializers import parse
 from blobhub.api.throttling import LoginRateThrottle
-from blobhub.api.views import ApiView, etag_header, if_match, success
+from blobhub.api.views import ApiView, etag_header, if_match, paginated, success
 from orgs import selectors, services, tokens
 from orgs.api import serializers as s
 from orgs.authentication import principal_of
 from orgs.models import Role, User
-
-
-def _page(request: Request, queryset, key: str, out, newest_first: bool = False) -> Response:
-    query = parse(PageQuerySerializer, request.query_params)
-    page = paginate(queryset, limit=query.get("limit"), cursor=query.get("cursor"), newest_first=newest_first)
-    return success(**page.payload(key, lambda item: out(item).data))
 
 
 def _bad_login() -> ApplicationError:
@@ -47,7 +40,7 @@ class UserMeOrgsApi(ApiView):
     )
     def get(self, request: Request) -> Response:
         queryset = selectors.organization_list_for_user(principal_of(request))
-        return _page(request, queryset, "organizations", s.OrganizationOut)
+        return paginated(request, queryset, "organizations", s.OrganizationOut)
 
 
 class LoginApi(ApiView):
@@ -62,6 +55,9 @@ class LoginApi(ApiView):
         if user is None:
             raise _bad_login()
         return success(**tokens.issue_pair(user=user))
+
+    def replayable(self, body) -> None:
+        return None  # tokens are secrets; minting another pair changes nothing
 
 
 class AnonymousTokenApi(ApiView):
@@ -90,6 +86,9 @@ class RefreshTokenApi(ApiView):
         if user is None or not tokens.user_matches(claims, user):
             raise ApplicationError("unauthenticated", "The refresh token is invalid or expired.", status=401)
         return success(**tokens.issue_pair(user=user))
+
+    def replayable(self, body) -> None:
+        return None  # tokens are secrets; minting another pair changes nothing
 
 
 # --- Organizations -------------------------------------------------------------------------
@@ -136,7 +135,7 @@ class MemberListApi(ApiView):
     )
     def get(self, request: Request, org: str) -> Response:
         organization = selectors.organization_get(principal_of(request), org)
-        return _page(request, selectors.member_list(organization), "members", s.MemberOut)
+        return paginated(request, selectors.member_list(organization), "members", s.MemberOut)
 
     @extend_schema(
         request=s.MemberCreateIn,
@@ -188,7 +187,7 @@ class ApiKeyListApi(ApiView):
     )
     def get(self, request: Request, org: str) -> Response:
         organization = selectors.organization_get(principal_of(request), org, Role.ADMIN)
-        return _page(request, selectors.api_key_list(organization), "api_keys", s.ApiKeyOut)
+        return paginated(request, selectors.api_key_list(organization), "api_keys", s.ApiKeyOut)
 
     @extend_schema(
         request=s.ApiKeyCreateIn,
@@ -202,6 +201,12 @@ class ApiKeyListApi(ApiView):
         api_key, secret = services.api_key_create(principal=principal, org=organization, **data)
         api_key.key = secret
         return success(201, api_key=s.ApiKeyCreatedOut(api_key).data)
+
+    def replayable(self, body):
+        # The secret is shown once and never stored: a replay names the key but not its secret.
+        if isinstance(body, dict) and isinstance(body.get("api_key"), dict):
+            return {**body, "api_key": {k: v for k, v in body["api_key"].items() if k != "key"}}
+        return body
 
 
 class ApiKeyDetailApi(ApiView):
@@ -225,7 +230,7 @@ class CredentialListApi(ApiView):
     )
     def get(self, request: Request, org: str) -> Response:
         organization = selectors.organization_get(principal_of(request), org, Role.WRITE)
-        return _page(request, selectors.credential_list(organization), "credentials", s.CredentialOut)
+        return paginated(request, selectors.credential_list(organization), "credentials", s.CredentialOut)
 
     @extend_schema(
         request=s.CredentialCreateIn,

@@ -1,0 +1,61 @@
+"""Access to one blob: the org role, a blob role, a blob-scoped key, or public reading.
+
+Builds on orgs.policy.org_role so that an org role means the same here as on org routes.
+"""
+
+from django.db.models import Q, QuerySet
+
+from blobhub.api.errors import AccessDenied
+from blobs.models import Blob, BlobMember
+from orgs.models import Membership, Organization, Role
+from orgs.policy import org_role
+from orgs.principal import Principal
+
+
+def blob_role(principal: Principal, blob: Blob) -> Role | None:
+    """The strongest role the principal holds on the blob, or None."""
+    key = principal.api_key
+    if key is not None:
+        if key.blob_id is not None:
+            return Role(key.role) if key.blob_id == blob.id else None
+        return Role(key.role) if key.org_id == blob.org_id else None
+    if principal.user is None:
+        return None
+    roles = [org_role(principal, blob.org)]
+    member_role = BlobMember.objects.filter(blob_id=blob.id, user_id=principal.user.id).values_list("role", flat=True)
+    roles.extend(Role(role) for role in member_role)
+    held = [role for role in roles if role is not None]
+    return max(held, key=lambda role: role.rank) if held else None
+
+
+def reads_as_public(principal: Principal, blob: Blob) -> bool:
+    """True when the principal reads the blob only because it is public (published revisions only)."""
+    return blob_role(principal, blob) is None and blob.visibility == Blob.Visibility.PUBLIC
+
+
+def authorize_blob(principal: Principal, needed: Role, blob: Blob) -> Role:
+    role = blob_role(principal, blob)
+    if role is not None and role.allows(needed):
+        return role
+    if needed == Role.READ and blob.visibility == Blob.Visibility.PUBLIC:
+        return Role.READ
+    raise AccessDenied()
+
+
+def visible_blobs(principal: Principal, org: Organization) -> QuerySet[Blob]:
+    """The org's blobs the principal may read, in one query."""
+    blobs = Blob.objects.filter(org=org)
+    key = principal.api_key
+    if key is not None:
+        if key.blob_id is not None:
+            return blobs.filter(Q(id=key.blob_id) | Q(visibility=Blob.Visibility.PUBLIC))
+        if key.org_id == org.id:
+            return blobs
+        return blobs.filter(visibility=Blob.Visibility.PUBLIC)
+    if principal.user is not None:
+        if Membership.objects.filter(org=org, user_id=principal.user.id).exists():
+            return blobs
+        return blobs.filter(
+            Q(visibility=Blob.Visibility.PUBLIC) | Q(members__user_id=principal.user.id)
+        ).distinct()
+    return blobs.filter(visibility=Blob.Visibility.PUBLIC)

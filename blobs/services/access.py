@@ -1,0 +1,35 @@
+"""Blob members and blob-scoped API keys."""
+
+from django.db import transaction
+
+from blobhub.api.errors import Conflict, InvalidRequest
+from blobhub.concurrency import versioned_update
+from blobs.models import Blob, BlobMember
+from orgs.audit import audit
+from orgs.models import User
+from orgs.principal import Principal
+
+
+@transaction.atomic
+def blob_member_add(*, principal: Principal, blob: Blob, user_id: str, role: str) -> BlobMember:
+    user = User.objects.filter(id=user_id, is_active=True).first()
+    if user is None:
+        raise InvalidRequest("No active user has this id.", [{"path": "user_id", "message": "Unknown user."}])
+    if BlobMember.objects.filter(blob=blob, user=user).exists():
+        raise Conflict("member_exists", "The user is already a member of this blob; change the role with PATCH.")
+    member = BlobMember.objects.create(org_id=blob.org_id, blob=blob, user=user, role=role)
+    audit(principal, "blob_member.add", member, org=blob.org, changes={"user_id": str(user.id), "role": role})
+    return member
+
+
+@transaction.atomic
+def blob_member_update(*, principal: Principal, blob: Blob, member: BlobMember, role: str, if_match: str | None) -> BlobMember:
+    versioned_update(member, if_match, role=role)
+    audit(principal, "blob_member.update", member, org=blob.org, changes={"user_id": str(member.user_id), "role": role})
+    return member
+
+
+@transaction.atomic
+def blob_member_remove(*, principal: Principal, blob: Blob, member: BlobMember) -> None:
+    audit(principal, "blob_member.remove", member, org=blob.org, changes={"user_id": str(member.user_id)})
+    member.delete()
