@@ -141,7 +141,9 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         for kind, status, code in _DRF_CODES:
             if isinstance(exc, kind):
                 message = _message(exc, code)
-                return Response(error_body(code, message), status=status, headers=headers)
+                # A body that does not parse is still a 400 that says where: the body itself.
+                details = [{"path": "", "message": message}] if kind is drf.ParseError else None
+                return Response(error_body(code, message, details), status=status, headers=headers)
         return Response(error_body("error", _message(exc, "error")), status=exc.status_code, headers=headers)
     logger.error("Unhandled exception in %s", _view_name(context), exc_info=exc)
     return Response(

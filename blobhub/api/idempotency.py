@@ -4,7 +4,7 @@ import hashlib
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from blobhub.api.errors import Conflict, InvalidRequest
@@ -46,7 +46,9 @@ def begin(caller: str, key: str, request_fingerprint: str) -> IdempotencyRecord:
     expired_before = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
     IdempotencyRecord.objects.filter(caller=caller, key=key, created_at__lt=expired_before).delete()
     try:
-        return IdempotencyRecord.objects.create(caller=caller, key=key, fingerprint=request_fingerprint)
+        # A savepoint, so that losing the race leaves an enclosing transaction usable.
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(caller=caller, key=key, fingerprint=request_fingerprint)
     except IntegrityError:
         pass
     existing = IdempotencyRecord.objects.filter(caller=caller, key=key).first()

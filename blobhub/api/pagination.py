@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from blobhub.api.errors import InvalidRequest
@@ -43,9 +44,13 @@ def paginate(
     if cursor:
         value, last_id = _decode(cursor)
         op = "lt" if newest_first else "gt"
-        queryset = queryset.filter(
-            Q(**{f"{field}__{op}": value}) | Q(**{field: value, f"id__{op}": last_id})
-        )
+        try:
+            queryset = queryset.filter(
+                Q(**{f"{field}__{op}": value}) | Q(**{field: value, f"id__{op}": last_id})
+            )
+        except (ValueError, TypeError, ValidationError):
+            # A hand-made cursor whose sort key does not fit the field.
+            raise _bad_cursor() from None
     rows = list(queryset[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
@@ -66,6 +71,14 @@ def _decode(cursor: str) -> tuple:
         value, row_id = json.loads(base64.urlsafe_b64decode(padded))
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
+            if value.tzinfo is None:  # _encode always writes an offset
+                raise ValueError("naive timestamp")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError("not a sort key")
         return value, uuid.UUID(row_id)
     except (ValueError, TypeError, AttributeError):
-        raise InvalidRequest("The cursor is not one this server issued.", [{"path": "cursor", "message": "Invalid cursor."}])
+        raise _bad_cursor() from None
+
+
+def _bad_cursor() -> InvalidRequest:
+    return InvalidRequest("The cursor is not one this server issued.", [{"path": "cursor", "message": "Invalid cursor."}])
