@@ -4,7 +4,6 @@ Everything waits on a condition with a deadline instead of sleeping a fixed time
 a process that dies early fails the wait at once with the tail of its output.
 """
 
-import queue
 import signal
 import socket
 import subprocess
@@ -81,39 +80,48 @@ def _tail(output: Callable[[], str] | None) -> str:
 
 
 class LineReader:
-    """Reads a process's stdout on a thread, so the pipe never fills and reads can time out."""
+    """Collects a process's stdout on a thread, so the pipe never fills and reads can time out."""
 
     def __init__(self, process: subprocess.Popen):
         self.process = process
         self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
+        self._ended = False
+        self._position = 0  # the first line no read_until has returned yet
+        self._changed = threading.Condition()
+        threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
         for line in self.process.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
 
     def read_until(self, predicate: Callable[[str], bool], *, timeout: float, what: str) -> list[str]:
-        """Lines up to and including the first one matching `predicate`."""
+        """The lines not read yet, up to and including the first one matching `predicate`."""
         deadline = time.monotonic() + timeout
         seen: list[str] = []
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{what}: not within {timeout} s\n{self.text()}")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                self._queue.put(None)  # later reads see the end too
-                raise AssertionError(f"{what}: the output ended (exit {self.process.wait()})\n{self.text()}")
-            self.lines.append(line)
-            seen.append(line)
-            if predicate(line):
-                return seen
+        with self._changed:
+            while True:
+                while self._position < len(self.lines):
+                    line = self.lines[self._position]
+                    self._position += 1
+                    seen.append(line)
+                    if predicate(line):
+                        return seen
+                if self._ended:
+                    raise AssertionError(f"{what}: the output ended (exit {self.process.poll()})\n{self._tail()}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{what}: not within {timeout} s\n{self._tail()}")
+                self._changed.wait(remaining)
 
     def text(self) -> str:
+        """The last lines of output, read or not."""
+        with self._changed:
+            return self._tail()
+
+    def _tail(self) -> str:
         return "\n".join(self.lines[-40:])
