@@ -127,8 +127,13 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
+    "recover-executions": {"task": "workflows.tasks.recover_executions", "schedule": 5.0},
     "purge-idempotency-records": {
         "task": "blobhub.tasks.purge_idempotency_records",
+        "schedule": 3600.0,
+    },
+    "collect-garbage": {
+        "task": "blobs.tasks.collect_garbage",
         "schedule": 3600.0,
     },
 }
@@ -139,9 +144,26 @@ S3_ENDPOINT_URL = env("S3_ENDPOINT_URL")
 BLOB_API_ENABLED = env_bool("BLOB_API_ENABLED", True)
 BLOB_API_URL = env("BLOB_API_URL", "http://127.0.0.1:8000/api/v1")
 BLOB_RETENTION_HOURS = env_int("BLOB_RETENTION_HOURS", 24)
+# The largest object a binary upload to /api/v1/blobs may carry (it streams to disk).
+BLOB_MAX_BYTES = env_int("BLOB_MAX_BYTES", 5 * 1024**3)
+# Skills `read_blob` in mode `full` answers in one JSON document, so it is bounded.
+SKILLS_READ_FULL_MAX_BYTES = env_int("SKILLS_READ_FULL_MAX_BYTES", 10 * 1024 * 1024)
+# A Stepflow GET answered in JSON holds the object in memory; larger ones are read raw.
+BLOB_JSON_READ_MAX_BYTES = env_int("BLOB_JSON_READ_MAX_BYTES", 16 * 1024 * 1024)
+
+# --- Workflows -----------------------------------------------------------------------
+WORKFLOW_MAX_VALUE_BYTES = env_int("WORKFLOW_MAX_VALUE_BYTES", 1024 * 1024)
+WORKFLOW_EXECUTION_TIMEOUT_SECONDS = env_int("WORKFLOW_EXECUTION_TIMEOUT_SECONDS", 3600)
+WORKFLOW_MAX_CALL_DEPTH = env_int("WORKFLOW_MAX_CALL_DEPTH", 5)
+# CIDRs or host names that http.request may reach although they are private or loopback.
+WORKFLOW_HTTP_ALLOWLIST = env_list("WORKFLOW_HTTP_ALLOWLIST")
+WORKFLOW_HTTP_MAX_RESPONSE_BYTES = env_int("WORKFLOW_HTTP_MAX_RESPONSE_BYTES", 1024 * 1024)
+WORKFLOW_HTTP_MAX_TIMEOUT_SECONDS = env_int("WORKFLOW_HTTP_MAX_TIMEOUT_SECONDS", 60)
 
 # --- API ---------------------------------------------------------------------------
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 5 * 1024 * 1024)
+# Routes whose bodies stream to disk take larger bodies (longest matching prefix wins).
+REQUEST_BODY_LIMITS_BY_PREFIX = {"/api/v1/blobs": BLOB_MAX_BYTES}
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 THROTTLE_RATE = env("THROTTLE_RATE", "1200/min")
 LOGIN_THROTTLE_RATE = env("LOGIN_THROTTLE_RATE", "20/min")

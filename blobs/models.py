@@ -153,6 +153,7 @@ class ManifestEntry(models.Model):
     path = models.CharField(max_length=1024)
     object = models.ForeignKey(StoredObject, on_delete=models.PROTECT, related_name="+")
     size = models.BigIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
 
     objects = ManifestEntryQuerySet.as_manager()
 

@@ -3,3 +3,14 @@ from django.apps import AppConfig
 
 class WorkflowsConfig(AppConfig):
     name = "workflows"
+
+    def ready(self) -> None:
+        from blobs import registry, store
+        from workflows import components  # noqa: F401  (registers the built-in components)
+        from workflows.commands import ENGINE
+        from workflows.models import Execution, SessionObject
+
+        registry.register(ENGINE)
+        # Objects that sessions and executions hold stay alive for the garbage collector.
+        store.register_reference_source(lambda: SessionObject.objects.values("object_id"))
+        store.register_reference_source(lambda: Execution.objects.values("definition_object_id"))

@@ -310,7 +310,8 @@ class _DataChannelApi(ApiView):
         answer = dispatch(principal=principal, revision=revision, mode=self.mode, command=command, args=args, body=body)
         if isinstance(answer, BinaryAnswer):
             return self._binary(request, answer)
-        return success(**answer)
+        # Not success(**answer): check_definition answers its own `status` (valid/invalid).
+        return Response({"status": "success", **answer})
 
     def _arguments(self, request: Request) -> tuple[dict, object]:
         if request.content_type.startswith("application/octet-stream"):

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from blobhub.api.errors import ApplicationError
 from blobs import events, limits, store
@@ -56,7 +57,9 @@ def file_put(revision: Revision, path: str, data: bytes) -> ManifestEntry:
         limits.check("core.files_per_revision", ManifestEntry.objects.filter(revision=revision).count())
     obj = store.put_bytes(data)
     entry, _ = ManifestEntry.objects.update_or_create(
-        revision=revision, path=path, defaults={"org_id": revision.org_id, "object": obj, "size": obj.size}
+        revision=revision,
+        path=path,
+        defaults={"org_id": revision.org_id, "object": obj, "size": obj.size, "updated_at": timezone.now()},
     )
     _changed(revision, path, "put")
     return entry

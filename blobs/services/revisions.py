@@ -51,8 +51,15 @@ def revision_create(*, principal: Principal, blob: Blob, comment: str) -> Revisi
     number = (Revision.objects.filter(blob=blob).aggregate(top=Max("number"))["top"] or 0) + 1
     revision = Revision.objects.create(org_id=blob.org_id, blob=blob, number=number, comment=comment, parent=parent)
     ManifestEntry.objects.bulk_create(
-        ManifestEntry(org_id=blob.org_id, revision=revision, path=entry.path, object_id=entry.object_id, size=entry.size)
-        for entry in ManifestEntry.objects.filter(revision=parent).only("path", "object_id", "size")
+        ManifestEntry(
+            org_id=blob.org_id,
+            revision=revision,
+            path=entry.path,
+            object_id=entry.object_id,
+            size=entry.size,
+            updated_at=entry.updated_at,
+        )
+        for entry in ManifestEntry.objects.filter(revision=parent).only("path", "object_id", "size", "updated_at")
     )
     audit(principal, "revision.create", revision, org=blob.org, changes={"number": number, "parent": str(parent.id)})
     revision_event(revision, "revision.created")

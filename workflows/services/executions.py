@@ -1,0 +1,156 @@
+"""Starting and stopping executions; the public service other engines (the scheduler) use."""
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from blobhub.api.errors import AccessDenied, ApplicationError, InvalidRequest
+from blobhub.api.serializers import is_uuid
+from blobs import limits, policy, selectors
+from blobs.models import BlobType, ManifestEntry, Revision
+from blobs.store import read_bytes
+from orgs.models import ApiKey, Role
+from orgs.principal import Principal
+from workflows import engine, values
+from workflows.definitions import graph_of, validate
+from workflows.models import Execution, Session
+from workflows.services.sessions import require_open
+
+WORKFLOW_REFERENCE_KEYS = ({"definition"}, {"blob", "revision", "definition"}, {"org", "blob", "revision", "definition"})
+
+
+def definition_path(category: str, alias: str) -> str:
+    return f"definitions/{category}/{alias}.json"
+
+
+def definition_entry(revision: Revision, alias: str) -> ManifestEntry | None:
+    return (
+        ManifestEntry.objects.select_related("object")
+        .filter(revision=revision, path__in=[definition_path("workflow", alias), definition_path("playground", alias)])
+        .first()
+    )
+
+
+def resolve_workflow(principal: Principal, revision: Revision, reference: Any) -> tuple[Revision, str, ManifestEntry]:
+    """The revision and definition a `workflow` reference names (API.md §3.1), read-checked."""
+    if not isinstance(reference, dict) or set(reference) not in WORKFLOW_REFERENCE_KEYS:
+        raise InvalidRequest(
+            "workflow is {definition}, {blob, revision, definition} or {org, blob, revision, definition}.",
+            [{"path": "workflow", "message": "Bad reference."}],
+        )
+    if any(not isinstance(value, str) or not value for value in reference.values()):
+        raise InvalidRequest("The reference's parts are non-empty strings.", [{"path": "workflow", "message": "Bad reference."}])
+    if set(reference) == {"definition"}:
+        target = revision
+    else:
+        org_ref = reference.get("org", str(revision.org_id))
+        blob = selectors.blob_get(principal, org_ref, reference["blob"])
+        if blob.type != BlobType.WORKFLOW:
+            raise InvalidRequest("The referenced blob is not a workflow blob.", [{"path": "workflow.blob", "message": "Not a workflow."}])
+        target = selectors.revision_in_blob(principal, blob, reference["revision"])
+    entry = definition_entry(target, reference["definition"])
+    if entry is None:
+        raise ApplicationError("definition_not_found", f"No definition {reference['definition']!r} in that revision.", status=404)
+    return target, reference["definition"], entry
+
+
+def _inputs(graph, input_data: Any) -> dict[str, dict]:
+    if input_data is None:
+        input_data = []
+    if not isinstance(input_data, list):
+        raise InvalidRequest("input_data is a list of {alias, value}.", [{"path": "input_data", "message": "Must be a list."}])
+    declared = {graph.components[cid].get("alias"): cid for cid in graph.by_type("flow.input")}
+    inputs: dict[str, dict] = {}
+    for i, item in enumerate(input_data):
+        path = f"input_data[{i}]"
+        if not isinstance(item, dict) or set(item) != {"alias", "value"}:
+            raise InvalidRequest("Each input is {alias, value}.", [{"path": path, "message": "Bad input."}])
+        alias = item["alias"]
+        if alias not in declared:
+            raise InvalidRequest(f"The definition has no flow.input {alias!r}.", [{"path": f"{path}.alias", "message": "Unknown input."}])
+        if alias in inputs:
+            raise InvalidRequest(f"The input {alias!r} is given twice.", [{"path": f"{path}.alias", "message": "Duplicate."}])
+        try:
+            values.unwrap(item["value"])
+        except values.ValueError_ as exc:
+            raise InvalidRequest(str(exc), [{"path": f"{path}.value", "message": str(exc)}]) from None
+        inputs[alias] = item["value"]
+    for alias, cid in declared.items():
+        config = graph.config[cid]
+        if config.get("required") and alias not in inputs and "value" not in config:
+            raise InvalidRequest(f"The input {alias!r} is required.", [{"path": "input_data", "message": f"Missing {alias}."}])
+    return inputs
+
+
+def execution_create(
+    *,
+    principal: Principal,
+    revision: Revision,
+    session: Session,
+    workflow: Any,
+    input_data: Any = None,
+    depth: int = 0,
+    parent_step=None,
+) -> Execution:
+    """Validate, store the execution as queued, and enqueue its first steps after commit."""
+    policy.authorize_blob(principal, Role.WRITE, revision.blob)
+    require_open(session)
+    target, alias, entry = resolve_workflow(principal, revision, workflow)
+    document = json.loads(read_bytes(entry.object))
+    problems = validate(document)
+    if problems:
+        raise ApplicationError(
+            "invalid_definition",
+            f"The definition is not valid: {problems[0].path}: {problems[0].message}",
+            status=400,
+            details=[{"path": p.path, "message": p.message} for p in problems[:50]],
+        )
+    graph = graph_of(document)
+    inputs = _inputs(graph, input_data)
+    with transaction.atomic():
+        limits.check("workflow.executions_per_session", Execution.objects.filter(session=session).count())
+        now = timezone.now()
+        execution = Execution.objects.create(
+            org_id=revision.org_id,
+            session=session,
+            revision=revision,
+            definition_revision=target,
+            definition_alias=alias,
+            definition_object=entry.object,
+            input_data=input_data or [],
+            deadline=now + timedelta(seconds=settings.WORKFLOW_EXECUTION_TIMEOUT_SECONDS),
+            depth=depth,
+            parent_step=parent_step,
+            created_by=principal.user,
+            api_key_id=principal.api_key.id if principal.api_key else None,
+        )
+        engine.status_changed(execution)
+        engine.enqueue(engine.begin(execution, inputs))
+    return execution
+
+
+def execution_get(revision: Revision, execution_id: Any) -> Execution:
+    execution = Execution.objects.filter(revision=revision, id=execution_id).first() if isinstance(execution_id, str) and is_uuid(execution_id) else None
+    if execution is None:
+        raise AccessDenied()
+    return execution
+
+
+def execution_stop(*, execution: Execution) -> Execution:
+    with transaction.atomic():
+        return engine.stop(execution)
+
+
+def principal_of_execution(execution: Execution) -> Principal:
+    """Who an execution acts for (its creator, or the key it was started with), as of now."""
+    if execution.api_key_id:
+        key = ApiKey.objects.select_related("org", "created_by").filter(id=execution.api_key_id).first()
+        if key is None or not key.is_usable:
+            return Principal()
+        return Principal(user=key.created_by, api_key=key)
+    return Principal(user=execution.created_by) if execution.created_by else Principal()
+
