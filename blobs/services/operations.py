@@ -39,7 +39,9 @@ def operation_claim(operation_id: str) -> Operation | None:
     """
     with transaction.atomic():
         operation = (
-            Operation.objects.select_for_update()
+            # Lock the operation row only: revision and blob are nullable joins, and
+            # PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
+            Operation.objects.select_for_update(of=("self",))
             .select_related("revision", "revision__blob", "blob")
             .filter(id=operation_id, status__in=[Operation.Status.PENDING, Operation.Status.RUNNING])
             .first()
