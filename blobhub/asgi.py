@@ -5,6 +5,18 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blobhub.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
+# Imported once Django is set up: the consumer uses models.
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from blobs.realtime import EventsConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # The session (web console) authenticates too; origins are not checked because
+        # every other credential travels in a header or subprotocol a page cannot forge.
+        "websocket": AuthMiddlewareStack(URLRouter([path("v1/ws", EventsConsumer.as_asgi())])),
+    }
+)

@@ -11,6 +11,9 @@ class WorkflowsConfig(AppConfig):
         from workflows.models import Execution, SessionObject
 
         registry.register(ENGINE)
+        from workflows.realtime import register_targets
+
+        register_targets()
         # Objects that sessions and executions hold stay alive for the garbage collector.
         store.register_reference_source(lambda: SessionObject.objects.values("object_id"))
         store.register_reference_source(lambda: Execution.objects.values("definition_object_id"))

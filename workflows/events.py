@@ -48,18 +48,24 @@ def _body(revision_id, session_id, execution_id, message, attributes, data) -> d
 
 def render(event: Event) -> dict:
     """The API shape: `{id, revision_id, session_id, execution_id, sequence, created_at, type, ...}`."""
+    return render_stored(events.render(event))
+
+
+def render_stored(stored: dict) -> dict:
+    """The API shape of an event in the event table's generic form (blobs.events.render)."""
+    body = stored["data"]
     rendered = {
-        "id": str(event.id),
-        "revision_id": event.data.get("revision_id"),
-        "session_id": event.data.get("session_id"),
-        "execution_id": event.data.get("execution_id"),
-        "sequence": event.sequence,
-        "created_at": event.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "type": event.type,
+        "id": stored["id"],
+        "revision_id": body.get("revision_id"),
+        "session_id": body.get("session_id"),
+        "execution_id": body.get("execution_id"),
+        "sequence": stored["sequence"],
+        "created_at": stored["created_at"],
+        "type": stored["type"],
     }
     for key in ("message", "attributes", "data"):
-        if key in event.data:
-            rendered[key] = event.data[key]
+        if key in body:
+            rendered[key] = body[key]
     return rendered
 
 

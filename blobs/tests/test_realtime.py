@@ -1,0 +1,179 @@
+"""The WebSocket API with WebsocketCommunicator: auth, subscriptions, replay, robustness."""
+
+import asyncio
+import base64
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from blobhub.asgi import application
+from blobs import realtime
+from orgs.models import ApiKey
+from orgs.tests.factories import MembershipFactory, make_api_key
+from workflows.tests.support import approval_flow
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+def connect(key=None, subprotocols=None, headers=None):
+    headers = list(headers or [])
+    if key:
+        headers.append((b"x-api-key", key.encode()))
+    return WebsocketCommunicator(application, "/v1/ws", headers=headers, subprotocols=subprotocols)
+
+
+_pending: dict[int, list] = {}
+
+
+async def call(ws, method, params=None, request_id=1):
+    """Send a request and return its answer; notifications that come first are kept."""
+    await ws.send_to(text_data=json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}))
+    while True:
+        message = json.loads(await ws.receive_from(timeout=5))
+        if message.get("method") == "subscription/event":
+            _pending.setdefault(id(ws), []).append(message["params"])
+        elif message.get("id") == request_id:
+            return message
+
+
+async def notifications(ws, count, timeout=10):
+    received = _pending.pop(id(ws), [])
+    while len(received) < count:
+        message = json.loads(await ws.receive_from(timeout=timeout))
+        if message.get("method") == "subscription/event":
+            received.append(message["params"])
+    return received
+
+
+@database_sync_to_async
+def run_execution(key, org_alias):
+    """Create a workflow blob, upload the approval flow and run it (tasks run inline)."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=key)
+    client.post(f"/v1/orgs/{org_alias}/blobs", {"alias": "live-flows", "type": "blobhub.compute.workflow"}, format="json")
+    revision_id = client.get(f"/v1/blobs/{org_alias}/live-flows/revisions").json()["revisions"][0]["id"]
+    url = f"/v1/revisions/{revision_id}/data/command"
+    client.post(url, {"command": "create_definition", "alias": "approve", "category": "workflow"}, format="json")
+    client.post(url, {"command": "upload_definition", "alias": "approve", "definition": approval_flow()}, format="json")
+    client.post(url, {"command": "create_session", "alias": "live-session"}, format="json")
+    answer = client.post(url, {
+        "command": "create_execution", "target": {"session": "live-session"}, "workflow": {"definition": "approve"},
+        "input_data": [{"alias": "order", "value": {"type": "json", "json": {"items": [{"price": 1}]}}}],
+    }, format="json").json()
+    return revision_id, answer["execution"]["id"]
+
+
+@database_sync_to_async
+def stored_sequences(execution_id):
+    from workflows.events import stream_events
+
+    return list(stream_events("execution", execution_id).order_by("sequence").values_list("sequence", flat=True))
+
+
+@pytest.fixture
+def member():
+    membership = MembershipFactory(role="admin")
+    return membership.org, make_api_key(membership.org, "write")[1]
+
+
+async def test_a_client_replays_an_execution_stream_from_since_with_no_gap_and_no_duplicate(member):
+    org, key = await database_sync_to_async(lambda: member)()
+    revision_id, execution_id = await run_execution(key, org.alias)
+    stored = await stored_sequences(execution_id)
+    ws = connect(key)
+    connected, _ = await ws.connect()
+    assert connected
+    assert (await call(ws, "status/initialize", {"client_info": {"name": "test", "version": "1"}}))["result"] == {
+        "server_info": realtime.SERVER_INFO
+    }
+    params = {"scope": "revision", "scope_id": revision_id, "target": "execution", "target_id": execution_id, "since": 3}
+    assert (await call(ws, "subscription/add", params))["result"] == {}
+    received = await notifications(ws, len(stored) - 3)
+    assert [item["event"]["sequence"] for item in received] == stored[3:]
+    assert received[-1]["event"]["type"] == "flow.exited"
+    assert received[0]["event"]["execution_id"] == execution_id
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
+async def test_live_events_arrive_after_subscribing_and_types_filter_them(member):
+    org, key = await database_sync_to_async(lambda: member)()
+    ws = connect(key)
+    await ws.connect()
+    params = {"scope": "core", "scope_id": str(org.id), "target": "organization", "target_id": str(org.id), "types": ["blob.created"]}
+    assert "result" in await call(ws, "subscription/add", params)
+    await run_execution(key, org.alias)
+    [event] = await notifications(ws, 1)
+    assert event["event"]["type"] == "blob.created" and event["event"]["data"]["alias"] == "live-flows"
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
+async def test_browsers_authenticate_with_the_subprotocol_pair_and_it_is_echoed(member):
+    org, key = await database_sync_to_async(lambda: member)()
+    encoded = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    ws = connect(subprotocols=["x-api-key.base64", encoded])
+    connected, subprotocol = await ws.connect()
+    assert connected and subprotocol == "x-api-key.base64"
+    assert "result" in await call(ws, "status/initialize")
+    await ws.disconnect()
+
+
+async def test_no_credentials_and_bad_credentials_are_refused():
+    for ws in (connect(), connect("bh_000000000000_" + "x" * 43)):
+        connected, code = await ws.connect()
+        assert not connected and code == realtime.CLOSE_UNAUTHORIZED
+
+
+async def test_an_outsider_cannot_subscribe_and_learns_nothing(member):
+    org, key = await database_sync_to_async(lambda: member)()
+    revision_id, execution_id = await run_execution(key, org.alias)
+    other = await database_sync_to_async(lambda: make_api_key(MembershipFactory().org, "write")[1])()
+    ws = connect(other)
+    await ws.connect()
+    answers = []
+    for params in (
+        {"scope": "revision", "scope_id": revision_id, "target": "execution", "target_id": execution_id, "since": 0},
+        {"scope": "core", "scope_id": str(org.id), "target": "organization", "target_id": str(org.id)},
+        {"scope": "revision", "scope_id": revision_id, "target": "execution", "target_id": "00000000-0000-4000-8000-000000000000"},
+    ):
+        answers.append((await call(ws, "subscription/add", params))["error"])
+    assert all(error["code"] == 403 for error in answers)
+    assert answers[0] == answers[2]  # an absent execution looks the same
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
+async def test_bad_messages_get_errors_and_the_connection_stays_usable(member, monkeypatch):
+    org, key = await database_sync_to_async(lambda: member)()
+    monkeypatch.setattr(realtime, "MAX_SUBSCRIPTIONS", 1)
+    ws = connect(key)
+    await ws.connect()
+    await ws.send_to(text_data="{not json")
+    assert json.loads(await ws.receive_from())["error"]["code"] == 400
+    await ws.send_to(text_data="x" * (realtime.MAX_FRAME_BYTES + 1))
+    assert json.loads(await ws.receive_from())["error"]["code"] == 400
+    assert (await call(ws, "no/such"))["error"]["code"] == 405
+    assert (await call(ws, "subscription/add", {"scope": "core"}))["error"]["code"] == 400
+    assert (await call(ws, "subscription/add", {"scope": "core", "scope_id": "x", "target": "nope", "target_id": "y"}))["error"]["code"] == 400
+    first = {"scope": "core", "scope_id": str(org.id), "target": "organization", "target_id": str(org.id)}
+    assert "result" in await call(ws, "subscription/add", first)
+    second = {"scope": "core", "scope_id": str(org.id), "target": "organization", "target_id": org.alias}
+    assert (await call(ws, "subscription/add", second))["error"]["code"] == 400  # over the per-connection limit
+    assert (await call(ws, "subscription/remove", first))["result"] == {}
+    assert (await call(ws, "status/ping"))["result"] == {}
+    await ws.disconnect()
+
+
+async def test_a_key_revoked_while_connected_is_disconnected(member, monkeypatch):
+    org, key = await database_sync_to_async(lambda: member)()
+    monkeypatch.setattr(realtime, "RECHECK_SECONDS", 0.1)
+    ws = connect(key)
+    await ws.connect()
+    await database_sync_to_async(lambda: ApiKey.objects.filter(org=org).update(revoked_at="2020-01-01T00:00:00Z"))()
+    output = await ws.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": realtime.CLOSE_UNAUTHORIZED}
