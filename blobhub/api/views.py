@@ -1,6 +1,7 @@
 """The base of every /v1/ view, and the routes that belong to no app."""
 
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -68,7 +69,12 @@ class ApiView(APIView):
         secret leaves it out; returning None stores nothing and releases the key."""
         return body
 
+    def options(self, request: Request, *args, **kwargs) -> Response:
+        # DRF's default answers a metadata document outside the envelope.
+        return success(headers={"Allow": ", ".join(self.allowed_methods)})
 
+
+@csrf_exempt  # otherwise a POST without a CSRF token gets Django's HTML 403 instead of this 404
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("not_found", "There is no such route."), status=404)
 

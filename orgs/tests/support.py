@@ -45,7 +45,7 @@ def assert_error(response, status: int, code: str | set[str]) -> dict:
     """The failure envelope of API.md §1, as JSON, with the expected status and code."""
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
+    body = json.loads(response.content)
     assert body["status"] == "error"
     assert body["error"] in ({code} if isinstance(code, str) else code)
     assert isinstance(body["message"], str) and body["message"]
