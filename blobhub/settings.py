@@ -134,6 +134,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "recover-executions": {"task": "workflows.tasks.recover_executions", "schedule": 5.0},
+    "scheduler-tick": {
+        "task": "scheduler.tasks.tick",
+        "schedule": float(env_int("SCHEDULER_TICK_SECONDS", 5)),
+        # A tick nobody ran in time is pointless: the next one covers it.
+        "options": {"expires": float(env_int("SCHEDULER_TICK_SECONDS", 5))},
+    },
     "purge-idempotency-records": {
         "task": "blobhub.tasks.purge_idempotency_records",
         "schedule": 3600.0,
@@ -165,6 +171,11 @@ WORKFLOW_MAX_CALL_DEPTH = env_int("WORKFLOW_MAX_CALL_DEPTH", 5)
 WORKFLOW_HTTP_ALLOWLIST = env_list("WORKFLOW_HTTP_ALLOWLIST")
 WORKFLOW_HTTP_MAX_RESPONSE_BYTES = env_int("WORKFLOW_HTTP_MAX_RESPONSE_BYTES", 1024 * 1024)
 WORKFLOW_HTTP_MAX_TIMEOUT_SECONDS = env_int("WORKFLOW_HTTP_MAX_TIMEOUT_SECONDS", 60)
+
+# --- Scheduler -----------------------------------------------------------------------
+SCHEDULER_TICK_SECONDS = env_int("SCHEDULER_TICK_SECONDS", 5)
+# A firing found late by at most this much still fires; older ones are recorded as skipped.
+SCHEDULER_GRACE_SECONDS = env_int("SCHEDULER_GRACE_SECONDS", 60)
 
 # --- API ---------------------------------------------------------------------------
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 5 * 1024 * 1024)

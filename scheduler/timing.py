@@ -1,0 +1,148 @@
+"""When a schedule fires: cron on wall-clock time in an IANA zone, with DESIGN §7's DST rules.
+
+- A wall-clock time that does not exist (spring forward) fires at the first instant
+  after the gap.
+- A wall-clock time that exists twice (fall back) fires once, at its first occurrence.
+
+Cron is evaluated on naive local times (croniter), each naive time is then placed on
+the UTC timeline by these rules, and firings are strictly increasing in UTC.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from croniter import croniter
+
+MAX_LOOKAHEAD_YEARS = 5
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    expression: str  # five-field form croniter evaluates
+    years: frozenset[int] | None  # the AWS form's year field, None for any year
+
+
+def zone(name: str) -> ZoneInfo:
+    if not isinstance(name, str) or name not in _zones():
+        raise ScheduleError(f"{name!r} is not an IANA time zone name.")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"{name!r} is not an IANA time zone name.") from None
+
+
+_zone_names: set[str] | None = None
+
+
+def _zones() -> set[str]:
+    global _zone_names
+    if _zone_names is None:
+        _zone_names = available_timezones()
+    return _zone_names
+
+
+def parse_cron(expression: str) -> CronSpec:
+    """Standard five fields, or AWS's six (minutes hours day-of-month month day-of-week year, with `?`)."""
+    if not isinstance(expression, str) or len(expression) > 256:
+        raise ScheduleError("A cron expression is a string.")
+    fields = expression.split()
+    if len(fields) == 5:
+        spec = CronSpec(" ".join(fields), None)
+    elif len(fields) == 6:
+        minute, hour, dom, month, dow, year = fields
+        if "?" not in (dom, dow):
+            raise ScheduleError("In the six-field form, day-of-month or day-of-week is `?`.")
+        spec = CronSpec(" ".join([minute, hour, dom, month, _aws_weekdays(dow)]), _years(year))
+    else:
+        raise ScheduleError("A cron expression has five fields, or six in the AWS form.")
+    if not croniter.is_valid(spec.expression):
+        raise ScheduleError(f"{expression!r} is not a valid cron expression.")
+    return spec
+
+
+def _aws_weekdays(field: str) -> str:
+    """AWS numbers weekdays 1-7 from Sunday; cron numbers them 0-6."""
+    if field == "?":
+        return "?"
+
+    def shift(match: re.Match) -> str:
+        number = int(match.group(0))
+        if not 1 <= number <= 7:
+            raise ScheduleError("AWS weekdays are 1 (Sunday) to 7 (Saturday).")
+        return str(number - 1)
+
+    # Only numbers that are weekdays: not the N of `#N` (nth weekday) or of `/N` (step).
+    return re.sub(r"(?<![#/])\b\d+\b", shift, field)
+
+
+def _years(field: str) -> frozenset[int] | None:
+    if field in ("*", "?"):
+        return None
+    years: set[int] = set()
+    for part in field.split(","):
+        match = re.fullmatch(r"(\d{4})(?:-(\d{4}))?(?:/(\d+))?", part)
+        if not match:
+            raise ScheduleError(f"The year field {field!r} is not valid.")
+        start = int(match.group(1))
+        end = int(match.group(2) or (start if match.group(3) is None else 2199))
+        step = int(match.group(3) or 1)
+        if not 1970 <= start <= end <= 2199 or step < 1:
+            raise ScheduleError(f"The year field {field!r} is out of range.")
+        years.update(range(start, end + 1, step))
+    return frozenset(years)
+
+
+def place(naive: datetime, tz: ZoneInfo) -> datetime:
+    """The UTC instant of a wall-clock time in `tz`, by the DST rules above."""
+    first = naive.replace(tzinfo=tz, fold=0)
+    if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == naive:
+        return first.astimezone(UTC)  # exists (for an ambiguous time, fold=0 is the first occurrence)
+    # In a gap: find the transition, the first instant whose wall clock is past `naive`.
+    low = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)  # the later offset: before the gap
+    high = first.astimezone(UTC)
+    if low > high:
+        low, high = high, low
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(tz).replace(tzinfo=None) >= naive:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
+
+
+def next_cron_fire(spec: CronSpec, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """The first firing strictly after the UTC instant `after`, or None within the lookahead."""
+    local_after = after.astimezone(tz).replace(tzinfo=None)
+    # Start an hour back on the wall clock: a gap can map earlier wall times after `after`.
+    iterator = croniter(spec.expression, local_after - timedelta(hours=3), day_or=True)
+    limit = after + timedelta(days=366 * MAX_LOOKAHEAD_YEARS)
+    for _ in range(200_000):
+        naive = iterator.get_next(datetime)
+        if spec.years is not None and naive.year not in spec.years:
+            if naive.year > max(spec.years):
+                return None
+            continue
+        instant = place(naive, tz)
+        if instant > limit:
+            return None
+        if instant > after:
+            return instant
+    return None
+
+
+def one_time_fire(invocation_time: str, tz: ZoneInfo) -> datetime:
+    """`invocation_time` is a naive ISO time read in the schedule's zone."""
+    try:
+        naive = datetime.fromisoformat(invocation_time)
+    except (TypeError, ValueError):
+        raise ScheduleError("invocation_time is a naive ISO 8601 time, e.g. 2026-12-01T09:30:00.") from None
+    if naive.tzinfo is not None:
+        raise ScheduleError("invocation_time has no offset: it is read in the schedule's timezone.")
+    return place(naive, tz)
