@@ -48,14 +48,29 @@ def _changed(revision: Revision, path: str, change: str) -> None:
     )
 
 
-@transaction.atomic
 def file_put(revision: Revision, path: str, data: bytes) -> ManifestEntry:
+    check_path(path)
+    return file_put_object(revision, path, store.put_bytes(data))
+
+
+def file_put_stream(revision: Revision, path: str, chunks) -> ManifestEntry:
+    """Store a file of the draft from an iterable of byte chunks (streamed, never whole).
+
+    The bytes go to the store first, outside any lock; only the manifest entry is
+    written under the draft's lock. A new object is safe from the collector for the
+    retention period, long enough for its entry to be written.
+    """
+    check_path(path)
+    return file_put_object(revision, path, store.put_stream(chunks))
+
+
+@transaction.atomic
+def file_put_object(revision: Revision, path: str, obj) -> ManifestEntry:
     check_path(path)
     revision = lock_draft(revision)
     existing = ManifestEntry.objects.filter(revision=revision, path=path).first()
     if existing is None:
         limits.check("core.files_per_revision", ManifestEntry.objects.filter(revision=revision).count())
-    obj = store.put_bytes(data)
     entry, _ = ManifestEntry.objects.update_or_create(
         revision=revision,
         path=path,
