@@ -110,8 +110,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # A slow client's queue holds this many events before new ones are dropped for
-            # it; the consumer then fills the gap from the event table.
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+            # it; the consumer then fills the gap from the event table. The socket timeout
+            # must outlast channels_redis's 5 s BZPOPMIN (redis-py's default is also 5 s,
+            # and losing that race kills every consumer waiting on the receive loop).
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 1000, "expiry": 60},
         }
     }
     CELERY_BROKER_URL = REDIS_URL
@@ -177,10 +179,26 @@ SCHEDULER_TICK_SECONDS = env_int("SCHEDULER_TICK_SECONDS", 5)
 # A firing found late by at most this much still fires; older ones are recorded as skipped.
 SCHEDULER_GRACE_SECONDS = env_int("SCHEDULER_GRACE_SECONDS", 60)
 
+# --- ONNX ------------------------------------------------------------------------------
+ONNX_MAX_ARCHIVE_BYTES = env_int("ONNX_MAX_ARCHIVE_BYTES", 4 * 1024**3)
+ONNX_MAX_MODEL_BYTES = env_int("ONNX_MAX_MODEL_BYTES", 4 * 1024**3)
+ONNX_DIRECT_MAX_BYTES = 4 * 1024 * 1024  # `upload` and `download` (API.md §3.3)
+ONNX_PART_BYTES = env_int("ONNX_PART_BYTES", 16 * 1024 * 1024)
+ONNX_TRANSFER_URL_TTL_SECONDS = env_int("ONNX_TRANSFER_URL_TTL_SECONDS", 3600)
+ONNX_INFER_MAX_INPUT_ELEMENTS = env_int("ONNX_INFER_MAX_INPUT_ELEMENTS", 10_000_000)
+ONNX_INFER_TIMEOUT_SECONDS = env_int("ONNX_INFER_TIMEOUT_SECONDS", 30)
+ONNX_SESSION_CACHE_SIZE = env_int("ONNX_SESSION_CACHE_SIZE", 8)
+# Where clients reach this server, for the file store's signed part URLs; empty: from the request.
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", "")
+
 # --- API ---------------------------------------------------------------------------
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 5 * 1024 * 1024)
 # Routes whose bodies stream to disk take larger bodies (longest matching prefix wins).
-REQUEST_BODY_LIMITS_BY_PREFIX = {"/api/v1/blobs": BLOB_MAX_BYTES}
+REQUEST_BODY_LIMITS_BY_PREFIX = {
+    "/api/v1/blobs": BLOB_MAX_BYTES,
+    # One part of a multipart model upload (the plan never makes parts larger).
+    "/v1/transfers/uploads/": max(ONNX_PART_BYTES, -(-ONNX_MAX_ARCHIVE_BYTES // 10_000)),
+}
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 THROTTLE_RATE = env("THROTTLE_RATE", "1200/min")
 LOGIN_THROTTLE_RATE = env("LOGIN_THROTTLE_RATE", "20/min")

@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from blobhub.api.errors import ApplicationError
+from blobhub.api.errors import AccessDenied, ApplicationError
 from blobs import policy
 from blobs.models import Blob, Revision
 from blobs.registry import Engine, Handler, engine_for
@@ -22,6 +22,7 @@ class DataContext:
     blob: Blob
     role: Role
     body: Any = None  # a readable stream for application/octet-stream requests
+    base_url: str = ""  # how the client reached this server, for URLs handed back to it
 
 
 @dataclass
@@ -56,7 +57,7 @@ def unknown_command(command: str) -> ApplicationError:
     return ApplicationError("unknown_command", f"The blob type has no command {command!r}.", status=400)
 
 
-def dispatch(*, principal: Principal, revision: Revision, mode: str, command: str, args: dict, body=None):
+def dispatch(*, principal: Principal, revision: Revision, mode: str, command: str, args: dict, body=None, base_url=""):
     blob = revision.blob
     engine: Engine = engine_for(blob.type)
     queries = {**CORE_QUERIES, **engine.queries}
@@ -71,6 +72,9 @@ def dispatch(*, principal: Principal, revision: Revision, mode: str, command: st
     if handler is None:
         raise unknown_command(command)
     role = policy.authorize_blob(principal, handler.needs, blob)
+    if handler is engine.commands.get(command) and policy.reads_as_public(principal, blob):
+        # A public blob is only read by callers without a role on it, whatever a command declares.
+        raise AccessDenied()
     if handler.writes_content:
         if revision.phase != Revision.Phase.DRAFT:
             raise not_writable()
@@ -82,4 +86,5 @@ def dispatch(*, principal: Principal, revision: Revision, mode: str, command: st
             raise not_ready(revision)
     elif revision.status in (Revision.Status.CREATING, Revision.Status.DELETING):
         raise not_ready(revision)
-    return handler.run(DataContext(principal=principal, revision=revision, blob=blob, role=role, body=body), args)
+    context = DataContext(principal=principal, revision=revision, blob=blob, role=role, body=body, base_url=base_url)
+    return handler.run(context, args)

@@ -54,10 +54,20 @@ class FileBackend:
             while chunk := handle.read(CHUNK):
                 yield chunk
 
+    def open_range(self, name: str, offset: int, size: int) -> Iterator[bytes]:
+        """Bytes [offset, offset + size) of a stored object, in chunks."""
+        with open(self._path(name), "rb") as handle:
+            handle.seek(offset)
+            left = size
+            while left > 0 and (chunk := handle.read(min(CHUNK, left))):
+                left -= len(chunk)
+                yield chunk
+
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
 
     def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
             raise OSError("the storage directory is not writable")
 

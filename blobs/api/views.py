@@ -2,8 +2,10 @@
 
 import json
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -296,8 +298,17 @@ class OperationCancelApi(ApiView):
 # --- The data channel ---------------------------------------------------------------------------
 
 
+class _JsonAnswers(DefaultContentNegotiation):
+    """JSON for whatever DRF renders: `_binary` answers bytes itself, so `Accept:
+    application/octet-stream` must reach the view rather than end in DRF's 406."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class _DataChannelApi(ApiView):
     mode: str
+    content_negotiation_class = _JsonAnswers
 
     @extend_schema(request=None, responses={200: envelope("DataChannelAnswer"), **ERRORS})
     def post(self, request: Request, revision_id: str):
@@ -307,7 +318,10 @@ class _DataChannelApi(ApiView):
         command = args.pop("command", None)
         if not isinstance(command, str) or not command:
             raise InvalidRequest("Name the command: {\"command\": \"...\"}.", [{"path": "command", "message": "Required string."}])
-        answer = dispatch(principal=principal, revision=revision, mode=self.mode, command=command, args=args, body=body)
+        base_url = settings.PUBLIC_BASE_URL or request.build_absolute_uri("/")
+        answer = dispatch(
+            principal=principal, revision=revision, mode=self.mode, command=command, args=args, body=body, base_url=base_url
+        )
         if isinstance(answer, BinaryAnswer):
             return self._binary(request, answer)
         # Not success(**answer): check_definition answers its own `status` (valid/invalid).
@@ -417,6 +431,12 @@ class BlobApiKeyListApi(ApiView):
         api_key, secret = org_services.api_key_create(principal=principal, org=item.org, blob=item, **data)
         api_key.key = secret
         return success(201, api_key=s.BlobApiKeyCreatedOut(api_key).data)
+
+    def replayable(self, body):
+        # The secret is shown once and never stored: a replay names the key but not its secret.
+        if isinstance(body, dict) and isinstance(body.get("api_key"), dict):
+            return {**body, "api_key": {k: v for k, v in body["api_key"].items() if k != "key"}}
+        return body
 
 
 class BlobApiKeyDetailApi(ApiView):

@@ -1,0 +1,172 @@
+"""Uploads and their processing operation: from parts to `model.tar.gz`, `model.onnx`, `model.json`."""
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from blobhub.api.errors import ApplicationError, Conflict
+from blobs import store
+from blobs.models import ManifestEntry, Operation, Revision
+from blobs.services import content
+from blobs.services.operations import operation_claim, operation_finish, operation_lock_running, operation_progress
+from onnx_models import processing, transfers
+
+logger = logging.getLogger("blobhub.onnx")
+
+ARTIFACTS = ("model.tar.gz", "model.onnx", "model.json")
+
+
+def workdir() -> Path:
+    root = settings.DATA_DIR / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="onnx-", dir=root))
+
+
+def upload_operation(operation_id, revision: Revision) -> Operation:
+    operation = Operation.objects.filter(id=operation_id, revision=revision, type="upload").first()
+    if operation is None:
+        raise ApplicationError("operation_not_found", "This revision has no such upload.", status=404)
+    return operation
+
+
+def complete(operation: Operation, hashes: list[str]) -> Operation:
+    """Check the parts' hashes against what was stored, then queue the processing."""
+    from onnx_models.tasks import process_upload
+
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().get(id=operation.id)
+        if operation.status != Operation.Status.PENDING or operation.arguments.get("completing"):
+            raise Conflict("upload_not_open", f"The upload is {operation.status}; it cannot be completed again.")
+        parts = [transfers.Part(p["index"], p["offset"], p["size"]) for p in operation.arguments["plan"]]
+        if len(hashes) != len(parts):
+            raise ApplicationError("invalid_request_body", f"Give the hash of each of the {len(parts)} parts.", status=400)
+        wanted = [h.strip('"') for h in hashes]
+        if transfers.s3() is None:
+            stored = transfers.stored_etags(str(operation.id), parts)
+            bad = [i + 1 for i, (have, want) in enumerate(zip(stored, wanted)) if have is None or have != want]
+            if bad:
+                raise ApplicationError(
+                    "part_mismatch",
+                    f"Parts {bad[:10]} are missing or do not match their hashes.",
+                    status=400,
+                    details=[{"path": f"parts[{i - 1}].hash", "message": "Missing or different."} for i in bad[:50]],
+                )
+        operation.arguments = {**operation.arguments, "completing": True, "etags": wanted}
+        Operation.objects.filter(id=operation.id).update(arguments=operation.arguments)
+        transaction.on_commit(lambda: process_upload.delay(str(operation.id)))
+    return operation
+
+
+def cancel(operation: Operation) -> Operation:
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().get(id=operation.id)
+        if operation.status in Operation.FINAL:
+            raise Conflict("operation_finished", f"The upload is already {operation.status}.")
+        operation_finish(operation, Operation.Status.CANCELLED)
+    _cleanup(operation)
+    return operation
+
+
+def _cleanup(operation: Operation) -> None:
+    transfers.discard(str(operation.id))
+    direct = operation.arguments.get("direct_path")
+    if direct:
+        Path(direct).unlink(missing_ok=True)
+    if transfers.s3() is not None and operation.arguments.get("s3_upload_id"):
+        transfers.s3_abort(str(operation.id), operation.arguments.get("s3_upload_id"))
+
+
+def process(operation_id: str) -> None:
+    """The processing operation (in the worker): assemble, check, parse, derive, store."""
+    operation = operation_claim(operation_id)
+    if operation is None:
+        return
+    folder = workdir()
+    try:
+        result = _process(operation, folder)
+    except processing.Refused as refused:
+        _finish(operation, error={"code": refused.reason, "message": refused.message})
+    except ApplicationError as exc:
+        _finish(operation, error={"code": exc.code, "message": exc.message})
+    except Exception:
+        logger.exception("processing upload %s failed", operation_id)
+        _finish(operation, error={"code": "processing_failed", "message": "The upload could not be processed."})
+    else:
+        _finish(operation, result=result)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        _cleanup(operation)
+
+
+def _finish(operation: Operation, *, result=None, error=None) -> None:
+    with transaction.atomic():
+        if not operation_lock_running(operation):
+            return
+        status = Operation.Status.FAILED if error else Operation.Status.COMPLETED
+        operation_finish(operation, status, result=result, error=error)
+
+
+def _process(operation: Operation, folder: Path) -> dict:
+    archive = folder / "model.tar.gz"
+    arguments = operation.arguments
+    if arguments.get("direct_path"):
+        shutil.move(arguments["direct_path"], archive)
+    elif transfers.s3() is not None:
+        transfers.s3_complete(str(operation.id), arguments["s3_upload_id"], arguments["etags"])
+        transfers.s3_download(str(operation.id), archive)
+    else:
+        parts = [transfers.Part(p["index"], p["offset"], p["size"]) for p in arguments["plan"]]
+        transfers.assemble(str(operation.id), parts, archive)
+    if archive.stat().st_size != arguments["size"]:
+        raise processing.Refused("size_mismatch", f"The archive has {archive.stat().st_size} bytes, not the {arguments['size']} announced.")
+    operation_progress(operation, 0.3)
+    extracted = processing.extract(archive, folder)
+    operation_progress(operation, 0.6)
+    model = processing.parse(extracted.model_path)
+    graph = processing.graph_json(model)
+    del model
+    operation_progress(operation, 0.8)
+    revision = operation.revision
+    # Objects first (streamed, no lock held), then all three entries in one transaction.
+    objects = {
+        "model.tar.gz": store.put_stream(_chunks(archive)),
+        "model.onnx": store.put_stream(_chunks(extracted.model_path)),
+        "model.json": store.put_bytes(processing.json_bytes(graph)),
+    }
+    with transaction.atomic():
+        for path, obj in objects.items():
+            content.file_put_object(revision, path, obj)
+    description = graph["description"]
+    return {
+        "archive_sha256": extracted.archive_sha256,
+        "components": components(revision),
+        "model": {key: description[key] for key in ("ir_version", "graph_name", "nodes", "parameters")},
+    }
+
+
+def _chunks(source: Path):
+    with open(source, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            yield chunk
+
+
+def components(revision: Revision) -> list[dict]:
+    entries = ManifestEntry.objects.filter(revision=revision, path__in=ARTIFACTS).order_by("path")
+    return [{"path": entry.path, "size": entry.size} for entry in entries]
+
+
+def model_entry(revision: Revision, path: str = "model.onnx") -> ManifestEntry:
+    entry = content.file_get(revision, path)
+    if entry is None:
+        raise ApplicationError("model_not_processed", "The revision has no processed model: upload one first.", status=409)
+    return entry
+
+
+def model_json(revision: Revision) -> dict:
+    import json
+
+    return json.loads(store.read_bytes(model_entry(revision, "model.json").object))

@@ -1,0 +1,9 @@
+from celery import shared_task
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def process_upload(operation_id: str) -> None:
+    """Assemble, check, parse and store an uploaded model (claimed once; a redelivery resumes)."""
+    from onnx_models.services import process
+
+    process(operation_id)
