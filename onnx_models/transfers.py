@@ -171,12 +171,12 @@ def s3_abort(operation_id: str, upload_id: str | None) -> None:
     from botocore.exceptions import ClientError
 
     store = s3()
-    try:
-        if upload_id:
+    if upload_id:
+        try:
             store.client.abort_multipart_upload(Bucket=store.bucket, Key=s3_key(operation_id), UploadId=upload_id)
-        store.client.delete_object(Bucket=store.bucket, Key=s3_key(operation_id))
-    except ClientError:
-        pass
+        except ClientError:
+            pass  # completed already: the assembled object is deleted below
+    store.client.delete_object(Bucket=store.bucket, Key=s3_key(operation_id))
 
 
 def s3_download_url(sha256: str, part: Part) -> tuple[str, dict]:

@@ -31,6 +31,9 @@ def put_part(client, url, data):
 
 def upload_multipart(client, channel, data: bytes) -> dict:
     answer = channel.command("initiate_upload", path="model.tar.gz", size=len(data)).json()
+    offsets = [(part["offset"], part["size"]) for part in answer["operation"]["parts"]]
+    assert offsets[0][0] == 0 and sum(size for _, size in offsets) == len(data)
+    assert all(a + n == b for (a, n), (b, _) in zip(offsets, offsets[1:]))  # the parts tile the archive
     hashes = []
     for part in answer["operation"]["parts"]:
         response = put_part(client, part["upload"]["url"], data[part["offset"] : part["offset"] + part["size"]])
@@ -41,12 +44,14 @@ def upload_multipart(client, channel, data: bytes) -> dict:
     return client.get(f"/v1/operations/{answer['operation_id']}").json()["operation"]
 
 
-def test_a_model_goes_from_multipart_upload_to_inference_and_a_workflow(onnx_blob):
+def test_a_model_goes_from_multipart_upload_to_inference_and_a_workflow(onnx_blob, settings):
     client, org, channel = onnx_blob
+    settings.ONNX_PART_BYTES = 5 * 1024 * 1024
     model = affine_model(padding=1_600_000)  # ~6.4 MB: the archive takes two parts
     data = model_archive(model)
     operation = upload_multipart(client, channel, data)
     assert operation["status"] == "completed", operation
+    assert len(operation["parts"]) == 2
 
     described = channel.query("describe").json()
     assert {c["path"] for c in described["components"]} == {"model.tar.gz", "model.onnx", "model.json"}
