@@ -13,13 +13,15 @@ class BodySizeLimitMiddleware:
 
     Bodies without a Content-Length are still bounded: Django raises
     RequestDataTooBig when such a body is read, and the API renders that as 413 too.
+    Routes that stream their bodies to disk (binary blob uploads) get a larger limit
+    from REQUEST_BODY_LIMITS_BY_PREFIX; they bound undeclared bodies themselves.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        limit = settings.MAX_REQUEST_BODY_BYTES
+        limit = body_limit(request.path)
         length = request.META.get("CONTENT_LENGTH") or "0"
         try:
             declared = int(length)
@@ -31,3 +33,11 @@ class BodySizeLimitMiddleware:
             exc = PayloadTooLarge(limit)
             return JsonResponse(error_body(exc.code, exc.message), status=exc.status)
         return self.get_response(request)
+
+
+def body_limit(path: str) -> int:
+    """The body limit of a path: the longest matching prefix's, else the general one."""
+    matches = [prefix for prefix in settings.REQUEST_BODY_LIMITS_BY_PREFIX if path.startswith(prefix)]
+    if not matches:
+        return settings.MAX_REQUEST_BODY_BYTES
+    return settings.REQUEST_BODY_LIMITS_BY_PREFIX[max(matches, key=len)]

@@ -1,0 +1,223 @@
+"""Benchmark: binary PUT and GET through /api/v1/blobs on the running embedded server.
+
+Starts `manage.py serve` on a free loopback port with a throwaway BLOBHUB_DATA_DIR,
+makes a file of random bytes, and for each size measures in the same run:
+
+- PUT: a streamed `POST /api/v1/blobs` (application/octet-stream) against the baseline
+  `sha256sum FILE` plus `cp FILE COPY` (hashing and writing the bytes once, as the store must);
+- GET: a streamed `GET /api/v1/blobs/{id}` with `Accept: application/octet-stream`,
+  read to the end, against the baseline `cat FILE > /dev/null`;
+- the server's peak RSS (VmHWM of its process) after each size.
+
+Targets (issue 3): PUT at least 0.5 of its baseline, GET at least 0.7, and peak RSS
+growth under 64 MiB from the smallest to the largest object. Not a pass/fail test: it
+prints figures, and exits non-zero only when something breaks.
+
+    .venv/bin/python bench/blob_store.py            # 10 MiB and 1 GiB
+    .venv/bin/python bench/blob_store.py --sizes-mib 10 256
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+CHUNK = 1024 * 1024
+MIB = 1024 * 1024
+KEY_PATTERN = re.compile(r"bh_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
+STARTUP_SECONDS = 90
+PUT_TARGET, GET_TARGET, RSS_GROWTH_TARGET_MIB = 0.5, 0.7, 64
+
+
+@dataclass
+class Round:
+    size: int
+    put_seconds: float
+    put_baseline_seconds: float
+    get_seconds: float
+    get_baseline_seconds: float
+    peak_rss_kib: int
+
+    def mib_s(self, seconds: float) -> float:
+        return self.size / MIB / seconds
+
+
+class Server:
+    """`manage.py serve` in a subprocess, with its output collected."""
+
+    def __init__(self, data_dir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "BLOBHUB_DATA_DIR": str(data_dir),
+            "DJANGO_SETTINGS_MODULE": "blobhub.settings",
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "WARNING",
+        }
+        for name in ("DATABASE_URL", "REDIS_URL", "BLOB_STORAGE_URL", "S3_ENDPOINT_URL"):
+            env.pop(name, None)
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def wait_ready(self) -> str:
+        """Wait for /healthz and the first-start API key; return the key."""
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{''.join(self.output)}")
+            key = next((match.group(0) for line in self.output if (match := KEY_PATTERN.search(line))), None)
+            if key and self._healthy():
+                return key
+            time.sleep(0.1)
+        raise RuntimeError(f"the server did not start within {STARTUP_SECONDS} s:\n{''.join(self.output)}")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def peak_rss_kib(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_file(path: Path, size: int) -> None:
+    with open(path, "wb") as handle:
+        left = size
+        while left:
+            count = min(CHUNK, left)
+            handle.write(os.urandom(count))
+            left -= count
+
+
+def timed(command: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    output = subprocess.run(command, shell=True, check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - start, output
+
+
+def read_chunks(path: Path):
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
+
+
+def measure(client: httpx.Client, server: Server, work: Path, size: int) -> Round:
+    source = work / f"object-{size}.bin"
+    make_file(source, size)
+    copy = work / "copy.bin"
+
+    put_baseline, hashed = timed(f"sha256sum {source} && cp {source} {copy}")
+    expected_id = hashed.split()[0]
+    copy.unlink()
+
+    start = time.perf_counter()
+    response = client.post(
+        "/api/v1/blobs",
+        content=read_chunks(source),
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size), "X-Blob-Filename": source.name},
+    )
+    put_seconds = time.perf_counter() - start
+    response.raise_for_status()
+    if response.json()["blobId"] != expected_id:
+        raise RuntimeError(f"the server named the object {response.json()['blobId']}, sha256sum says {expected_id}")
+
+    get_baseline, _ = timed(f"cat {source} > /dev/null")
+
+    start = time.perf_counter()
+    received = 0
+    with client.stream("GET", f"/api/v1/blobs/{expected_id}", headers={"Accept": "application/octet-stream"}) as answer:
+        answer.raise_for_status()
+        for chunk in answer.iter_raw(CHUNK):
+            received += len(chunk)
+    get_seconds = time.perf_counter() - start
+    if received != size:
+        raise RuntimeError(f"the download carried {received} bytes of {size}")
+
+    source.unlink()
+    return Round(size, put_seconds, put_baseline, get_seconds, get_baseline, server.peak_rss_kib())
+
+
+def report(rounds: list[Round]) -> None:
+    print(f"{'size':>10} {'PUT MiB/s':>10} {'baseline':>9} {'ratio':>6} {'GET MiB/s':>10} {'baseline':>9} {'ratio':>6} {'peak RSS':>10}")
+    for item in rounds:
+        put_ratio = item.put_baseline_seconds / item.put_seconds
+        get_ratio = item.get_baseline_seconds / item.get_seconds
+        print(
+            f"{item.size // MIB:>6} MiB {item.mib_s(item.put_seconds):>10.0f} {item.mib_s(item.put_baseline_seconds):>9.0f}"
+            f" {put_ratio:>6.2f} {item.mib_s(item.get_seconds):>10.0f} {item.mib_s(item.get_baseline_seconds):>9.0f}"
+            f" {get_ratio:>6.2f} {item.peak_rss_kib / 1024:>6.0f} MiB"
+        )
+    largest = rounds[-1]
+    growth = (largest.peak_rss_kib - rounds[0].peak_rss_kib) / 1024
+    put_ratio = largest.put_baseline_seconds / largest.put_seconds
+    get_ratio = largest.get_baseline_seconds / largest.get_seconds
+    print()
+    print(f"PUT ratio {put_ratio:.2f} (target >= {PUT_TARGET}): {'met' if put_ratio >= PUT_TARGET else 'MISSED'}")
+    print(f"GET ratio {get_ratio:.2f} (target >= {GET_TARGET}): {'met' if get_ratio >= GET_TARGET else 'MISSED'}")
+    print(
+        f"peak RSS growth {growth:.1f} MiB from {rounds[0].size // MIB} MiB to {largest.size // MIB} MiB"
+        f" (target < {RSS_GROWTH_TARGET_MIB}): {'met' if growth < RSS_GROWTH_TARGET_MIB else 'MISSED'}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes-mib", type=int, nargs="+", default=[10, 1024])
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="blobhub-bench-"))
+    server = Server(work / "data")
+    try:
+        key = server.wait_ready()
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=600) as client:
+            rounds = [measure(client, server, work, size * MIB) for size in sorted(args.sizes_mib)]
+        report(rounds)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

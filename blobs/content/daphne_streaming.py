@@ -1,0 +1,181 @@
+"""What streaming blobs needs from daphne (4.x), which it does not do by itself.
+
+1. Large request bodies, one chunk per receive(). Daphne spools a body to a temp file,
+   then copies all of it into the application's receive queue, in 8 KiB messages,
+   before the application runs: a 1 GiB upload would sit in the server's memory
+   (django/daphne#483, open). For bodies past STREAM_ABOVE the application gets a
+   queue that reads daphne's spool file lazily, so memory stays at one chunk.
+2. Responses paced by the connection. Daphne writes every body message into Twisted's
+   send buffer at once, so a download to a client slower than the disk piles up in
+   memory. Here a response body message waits while Twisted reports the connection's
+   buffer full (the IPushProducer pause/resume it gives producers).
+3. A response that fails half-way is cut off. When the application raises after the
+   headers went out (a download whose object turns out corrupted), daphne tries to
+   start a 500 response, cannot, and leaves the connection open: the client waits for
+   the rest until it times out. Aborting the connection tells it at once that the
+   answer is broken (its Content-Length is not met), as other ASGI servers do.
+
+Each replaces one method (`Server.create_application`, `Server.handle_reply`,
+`WebRequest.handle_exception`); they are installed from `BlobsConfig.ready()`, so they hold wherever daphne serves this
+project: `manage.py serve` and the `daphne` command alike. Small bodies and failures
+before the response starts take daphne's own path unchanged.
+"""
+
+import asyncio
+import io
+import logging
+from functools import partial
+from typing import Any
+
+
+logger = logging.getLogger("blobhub.daphne")
+
+STREAM_ABOVE = 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+class SpooledBodyQueue(asyncio.Queue):
+    """An application's receive queue that serves the request body from a file."""
+
+    def __init__(self, body: Any, size: int):
+        super().__init__()
+        self._body = body
+        self._left = size
+
+    def put_nowait(self, item: dict) -> None:
+        # Daphne still runs its copy loop, over an emptied body: that copy is dropped.
+        # Everything else (a disconnect, say) is queued behind the body.
+        if self._body is not None and item.get("type") == "http.request":
+            return
+        super().put_nowait(item)
+
+    async def get(self) -> dict:
+        if self._body is None:
+            return await super().get()
+        chunk = await asyncio.to_thread(self._body.read, min(CHUNK, self._left))
+        self._left -= len(chunk)
+        more = bool(chunk) and self._left > 0
+        if not more:
+            self._body.close()
+            self._body = None
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+
+def install() -> None:
+    """Patch daphne as described above (idempotent; a no-op without daphne)."""
+    try:
+        from daphne.http_protocol import WebRequest
+        from daphne.server import Server
+    except ImportError:
+        return
+    if getattr(Server, "_blobhub_streaming", False):
+        return
+    _stream_large_bodies(Server)
+    _pace_responses(Server)
+    _abort_failed_responses(WebRequest)
+    Server._blobhub_streaming = True
+
+
+def _stream_large_bodies(Server) -> None:
+    original = Server.create_application
+
+    def create_application(self, protocol, scope):
+        size = _spooled_size(protocol, scope)
+        if size is None:
+            return original(self, protocol, scope)
+        body, protocol.content = protocol.content, io.BytesIO()
+        return _start_application(self, protocol, scope, SpooledBodyQueue(body, size))
+
+    Server.create_application = create_application
+
+
+class SendWindow:
+    """Open while the connection's send buffer has room; Twisted pauses and resumes it."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+
+    def pauseProducing(self) -> None:
+        self._open.clear()
+
+    def resumeProducing(self) -> None:
+        self._open.set()
+
+    def stopProducing(self) -> None:
+        # The connection is going away: nothing to wait for any more.
+        self._open.set()
+
+    async def wait(self) -> None:
+        await self._open.wait()
+
+
+def _pace_responses(Server) -> None:
+    from twisted.internet.interfaces import IPushProducer
+    from zope.interface import classImplements
+
+    classImplements(SendWindow, IPushProducer)
+    original = Server.handle_reply
+
+    async def handle_reply(self, protocol, message):
+        window = _send_window(protocol, message)
+        await original(self, protocol, message)
+        if window is not None:
+            await window.wait()
+
+    Server.handle_reply = handle_reply
+
+
+def _send_window(protocol, message: dict) -> SendWindow | None:
+    """The window a response body message waits on (registered with its first chunk)."""
+    if message.get("type") != "http.response.body" or getattr(protocol, "channel", None) is None:
+        return None
+    window = protocol.producer if isinstance(protocol.producer, SendWindow) else None
+    if not message.get("more_body", False):
+        if window is not None:
+            protocol.unregisterProducer()  # before daphne finishes the request
+        return None
+    if window is None and protocol.producer is None:
+        window = SendWindow()
+        protocol.registerProducer(window, True)
+    return window
+
+
+def _abort_failed_responses(WebRequest) -> None:
+    original = WebRequest.handle_exception
+
+    def handle_exception(self, exception):
+        if not getattr(self, "_response_started", False):
+            return original(self, exception)
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            logger.warning("the application failed after its response started: aborting the connection")
+            transport.abortConnection()
+
+    WebRequest.handle_exception = handle_exception
+
+
+def _spooled_size(protocol, scope: dict) -> int | None:
+    """The size of a large HTTP body waiting in daphne's spool file, else None."""
+    body = getattr(protocol, "content", None)
+    if scope.get("type") != "http" or body is None or not hasattr(body, "seek"):
+        return None
+    position = body.tell()
+    size = body.seek(0, io.SEEK_END) - position
+    body.seek(position)
+    return size if size > STREAM_ABOVE else None
+
+
+def _start_application(server, protocol, scope: dict, queue: asyncio.Queue) -> asyncio.Queue | None:
+    # What daphne's own create_application does (daphne 4.2), with this queue.
+    assert "application_instance" not in server.connections[protocol]
+    scope.setdefault("asgi", {"version": "3.0"})
+    application_instance = server.application(
+        scope=scope, receive=queue.get, send=partial(server.handle_reply, protocol)
+    )
+    if protocol not in server.connections:
+        return None
+    server.connections[protocol]["application_instance"] = asyncio.ensure_future(
+        application_instance, loop=asyncio.get_event_loop()
+    )
+    return queue

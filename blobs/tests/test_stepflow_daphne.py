@@ -1,0 +1,83 @@
+"""The pieces that make daphne stream blob bodies, on their own (the real server is
+exercised end to end in test_stepflow_server.py)."""
+
+import asyncio
+import io
+import tempfile
+
+from blobs.content import daphne_streaming
+from blobs.content.daphne_streaming import CHUNK, SendWindow, SpooledBodyQueue
+
+
+async def test_a_spooled_body_is_served_chunk_by_chunk_and_then_the_queue_as_usual():
+    body = tempfile.TemporaryFile()
+    body.write(b"a" * CHUNK + b"b" * 10)
+    body.seek(0)
+    queue = SpooledBodyQueue(body, CHUNK + 10)
+
+    # Daphne's own copy of the (emptied) body is dropped; a disconnect waits its turn.
+    queue.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+    queue.put_nowait({"type": "http.disconnect"})
+
+    first, second, third = await queue.get(), await queue.get(), await queue.get()
+    assert first == {"type": "http.request", "body": b"a" * CHUNK, "more_body": True}
+    assert second == {"type": "http.request", "body": b"b" * 10, "more_body": False}
+    assert third == {"type": "http.disconnect"}
+    assert body.closed
+
+
+async def test_a_body_shorter_than_announced_ends_instead_of_waiting():
+    queue = SpooledBodyQueue(io.BytesIO(b"short"), 100)
+
+    assert await queue.get() == {"type": "http.request", "body": b"short", "more_body": True}
+    assert await queue.get() == {"type": "http.request", "body": b"", "more_body": False}
+
+
+class FakeRequest:
+    """Twisted's Request, as far as response pacing uses it."""
+
+    def __init__(self):
+        self.channel = object()
+        self.producer = None
+        self.registrations = []
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+        self.registrations.append(("register", streaming))
+
+    def unregisterProducer(self):
+        self.producer = None
+        self.registrations.append(("unregister", None))
+
+
+class FakeServer:
+    def __init__(self):
+        self.sent = []
+
+    async def handle_reply(self, protocol, message):
+        self.sent.append(message.get("body"))
+
+
+async def test_response_bodies_wait_while_the_connection_buffer_is_full():
+    daphne_streaming._pace_responses(FakeServer)
+    server, request = FakeServer(), FakeRequest()
+
+    await server.handle_reply(request, {"type": "http.response.start", "status": 200})
+    await server.handle_reply(request, {"type": "http.response.body", "body": b"1", "more_body": True})
+    window = request.producer
+    assert isinstance(window, SendWindow) and request.registrations == [("register", True)]
+
+    window.pauseProducing()  # Twisted: the send buffer is full
+    blocked = asyncio.ensure_future(
+        server.handle_reply(request, {"type": "http.response.body", "body": b"2", "more_body": True})
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not blocked.done(), "a body message went on while the buffer was full"
+    assert server.sent[-1] == b"2", "the chunk is written, and the next one waits"
+
+    window.resumeProducing()  # Twisted: the buffer drained
+    await asyncio.wait_for(blocked, timeout=5)
+    await server.handle_reply(request, {"type": "http.response.body", "body": b"", "more_body": False})
+    assert request.registrations == [("register", True), ("unregister", None)]
+    assert request.producer is None
