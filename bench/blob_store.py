@@ -7,7 +7,12 @@ makes a file of random bytes, and for each size measures in the same run:
   `sha256sum FILE` plus `cp FILE COPY` (hashing and writing the bytes once, as the store must);
 - GET: a streamed `GET /api/v1/blobs/{id}` with `Accept: application/octet-stream`,
   read to the end, against the baseline `cat FILE > /dev/null`;
-- the server's peak RSS (VmHWM of its process) after each size.
+- the server's peak RSS (VmHWM of its process) after each size;
+- for reference, SHA-256 over the file in this process: every GET verifies the hash as
+  it streams, so that rate bounds GET whatever the HTTP path costs.
+
+Each size runs --repeat rounds (a fresh object each: its first bytes change) and the best
+time of each measurement is kept, since the machine may be shared.
 
 Targets (issue 3): PUT at least 0.5 of its baseline, GET at least 0.7, and peak RSS
 growth under 64 MiB from the smallest to the largest object. Not a pass/fail test: it
@@ -18,6 +23,7 @@ prints figures, and exits non-zero only when something breaks.
 """
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -43,12 +49,15 @@ PUT_TARGET, GET_TARGET, RSS_GROWTH_TARGET_MIB = 0.5, 0.7, 64
 
 @dataclass
 class Round:
+    """Best-of-N seconds for one object size (the machine may be shared: best is steadiest)."""
+
     size: int
-    put_seconds: float
-    put_baseline_seconds: float
-    get_seconds: float
-    get_baseline_seconds: float
-    peak_rss_kib: int
+    put: float = float("inf")
+    put_baseline: float = float("inf")
+    get: float = float("inf")
+    get_baseline: float = float("inf")
+    sha256: float = float("inf")
+    peak_rss_kib: int = 0
 
     def mib_s(self, seconds: float) -> float:
         return self.size / MIB / seconds
@@ -143,59 +152,86 @@ def read_chunks(path: Path):
             yield chunk
 
 
-def measure(client: httpx.Client, server: Server, work: Path, size: int) -> Round:
+def measure(client: httpx.Client, server: Server, work: Path, size: int, repeat: int) -> Round:
     source = work / f"object-{size}.bin"
     make_file(source, size)
-    copy = work / "copy.bin"
+    result = Round(size)
+    for attempt in range(repeat):
+        # A different object each time, so that every PUT stores its bytes anew.
+        with open(source, "r+b") as handle:
+            handle.write(attempt.to_bytes(8, "big"))
+        put, put_baseline, blob_id = put_once(client, work, source, size)
+        get, get_baseline = get_once(client, source, blob_id, size)
+        result.put, result.put_baseline = min(result.put, put), min(result.put_baseline, put_baseline)
+        result.get, result.get_baseline = min(result.get, get), min(result.get_baseline, get_baseline)
+        result.sha256 = min(result.sha256, sha256_seconds(source))
+    result.peak_rss_kib = server.peak_rss_kib()
+    source.unlink()
+    return result
 
-    put_baseline, hashed = timed(f"sha256sum {source} && cp {source} {copy}")
+
+def put_once(client: httpx.Client, work: Path, source: Path, size: int) -> tuple[float, float, str]:
+    copy = work / "copy.bin"
+    baseline, hashed = timed(f"sha256sum {source} && cp {source} {copy}")
     expected_id = hashed.split()[0]
     copy.unlink()
-
     start = time.perf_counter()
     response = client.post(
         "/api/v1/blobs",
         content=read_chunks(source),
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(size), "X-Blob-Filename": source.name},
     )
-    put_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     response.raise_for_status()
     if response.json()["blobId"] != expected_id:
         raise RuntimeError(f"the server named the object {response.json()['blobId']}, sha256sum says {expected_id}")
+    return seconds, baseline, expected_id
 
-    get_baseline, _ = timed(f"cat {source} > /dev/null")
 
+def get_once(client: httpx.Client, source: Path, blob_id: str, size: int) -> tuple[float, float]:
+    baseline, _ = timed(f"cat {source} > /dev/null")
     start = time.perf_counter()
     received = 0
-    with client.stream("GET", f"/api/v1/blobs/{expected_id}", headers={"Accept": "application/octet-stream"}) as answer:
+    with client.stream("GET", f"/api/v1/blobs/{blob_id}", headers={"Accept": "application/octet-stream"}) as answer:
         answer.raise_for_status()
         for chunk in answer.iter_raw(CHUNK):
             received += len(chunk)
-    get_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     if received != size:
         raise RuntimeError(f"the download carried {received} bytes of {size}")
+    return seconds, baseline
 
-    source.unlink()
-    return Round(size, put_seconds, put_baseline, get_seconds, get_baseline, server.peak_rss_kib())
+
+def sha256_seconds(source: Path) -> float:
+    """How long SHA-256 over the file takes here: every GET verifies it, so it bounds GET."""
+    start = time.perf_counter()
+    with open(source, "rb") as handle:
+        hashlib.file_digest(handle, "sha256")
+    return time.perf_counter() - start
 
 
 def report(rounds: list[Round]) -> None:
-    print(f"{'size':>10} {'PUT MiB/s':>10} {'baseline':>9} {'ratio':>6} {'GET MiB/s':>10} {'baseline':>9} {'ratio':>6} {'peak RSS':>10}")
+    print(
+        f"{'size':>10} {'PUT MiB/s':>10} {'baseline':>9} {'ratio':>6} {'GET MiB/s':>10} {'baseline':>9} {'ratio':>6}"
+        f" {'sha256 MiB/s':>13} {'peak RSS':>10}"
+    )
     for item in rounds:
-        put_ratio = item.put_baseline_seconds / item.put_seconds
-        get_ratio = item.get_baseline_seconds / item.get_seconds
         print(
-            f"{item.size // MIB:>6} MiB {item.mib_s(item.put_seconds):>10.0f} {item.mib_s(item.put_baseline_seconds):>9.0f}"
-            f" {put_ratio:>6.2f} {item.mib_s(item.get_seconds):>10.0f} {item.mib_s(item.get_baseline_seconds):>9.0f}"
-            f" {get_ratio:>6.2f} {item.peak_rss_kib / 1024:>6.0f} MiB"
+            f"{item.size // MIB:>6} MiB {item.mib_s(item.put):>10.0f} {item.mib_s(item.put_baseline):>9.0f}"
+            f" {item.put_baseline / item.put:>6.2f} {item.mib_s(item.get):>10.0f} {item.mib_s(item.get_baseline):>9.0f}"
+            f" {item.get_baseline / item.get:>6.2f} {item.mib_s(item.sha256):>13.0f} {item.peak_rss_kib / 1024:>6.0f} MiB"
         )
     largest = rounds[-1]
     growth = (largest.peak_rss_kib - rounds[0].peak_rss_kib) / 1024
-    put_ratio = largest.put_baseline_seconds / largest.put_seconds
-    get_ratio = largest.get_baseline_seconds / largest.get_seconds
+    put_ratio = largest.put_baseline / largest.put
+    get_ratio = largest.get_baseline / largest.get
     print()
     print(f"PUT ratio {put_ratio:.2f} (target >= {PUT_TARGET}): {'met' if put_ratio >= PUT_TARGET else 'MISSED'}")
     print(f"GET ratio {get_ratio:.2f} (target >= {GET_TARGET}): {'met' if get_ratio >= GET_TARGET else 'MISSED'}")
+    print(
+        f"  GET verifies SHA-256 as it streams; SHA-256 alone over the file ran at {largest.mib_s(largest.sha256):.0f} MiB/s,"
+        f" so GET reached {largest.sha256 / largest.get:.2f} of that ceiling"
+    )
     print(
         f"peak RSS growth {growth:.1f} MiB from {rounds[0].size // MIB} MiB to {largest.size // MIB} MiB"
         f" (target < {RSS_GROWTH_TARGET_MIB}): {'met' if growth < RSS_GROWTH_TARGET_MIB else 'MISSED'}"
@@ -205,13 +241,14 @@ def report(rounds: list[Round]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[10, 1024])
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per size; the best is reported")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="blobhub-bench-"))
     server = Server(work / "data")
     try:
         key = server.wait_ready()
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=600) as client:
-            rounds = [measure(client, server, work, size * MIB) for size in sorted(args.sizes_mib)]
+            rounds = [measure(client, server, work, size * MIB, args.repeat) for size in sorted(args.sizes_mib)]
         report(rounds)
     finally:
         server.stop()

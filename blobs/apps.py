@@ -6,13 +6,13 @@ class BlobsConfig(AppConfig):
 
     def ready(self) -> None:
         from blobhub import health
-        from blobs.content import daphne_streaming
+        from blobs.content import asgi_streaming
 
         # /healthz asks the configured backend itself (file or S3, with its endpoint and
         # addressing settings), so it checks exactly what the store will use.
         health.CHECKS["storage"] = check_storage
         # Blob uploads and downloads may be gigabytes: see the module for what daphne lacks.
-        daphne_streaming.install()
+        asgi_streaming.install()
 
 
 def check_storage() -> None:

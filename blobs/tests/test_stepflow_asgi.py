@@ -5,8 +5,8 @@ import asyncio
 import io
 import tempfile
 
-from blobs.content import daphne_streaming
-from blobs.content.daphne_streaming import CHUNK, SendWindow, SpooledBodyQueue
+from blobs.content import asgi_streaming
+from blobs.content.asgi_streaming import CHUNK, SendWindow, SpooledBodyQueue
 
 
 async def test_a_spooled_body_is_served_chunk_by_chunk_and_then_the_queue_as_usual():
@@ -59,7 +59,7 @@ class FakeServer:
 
 
 async def test_response_bodies_wait_while_the_connection_buffer_is_full():
-    daphne_streaming._pace_responses(FakeServer)
+    asgi_streaming._pace_responses(FakeServer)
     server, request = FakeServer(), FakeRequest()
 
     await server.handle_reply(request, {"type": "http.response.start", "status": 200})
