@@ -12,6 +12,8 @@ import base64
 import binascii
 import json
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,10 +46,11 @@ class Target:
 
     `authorize(principal, scope_id, target_id)` raises ApplicationError when the principal
     may not read it and returns the stream name; `render(event)` turns the stored form
-    (blobs.events.render) into what the subscriber receives.
+    (blobs.events.render) into what the subscriber receives, the same for every subscriber.
     """
 
     authorize: Callable[[Principal, str, str], str]
+    # Depends on the event only: its output is shared by every subscriber (see _notification).
     render: Callable[[dict], dict] = lambda event: event
 
 
@@ -149,6 +152,41 @@ def _authenticate(scope: dict) -> tuple[Principal | None, str | None]:
     return None, None
 
 
+# Every connection rechecks its credentials, but one query per credential and process is
+# enough: 200 connections on one key would otherwise make 100 queries a second, all queued on
+# the one thread that runs the consumers' database work, ahead of their replays and gap fills.
+_validity: dict[tuple, tuple[float, bool]] = {}  # credential -> (when checked, valid)
+_checking: dict[tuple, float] = {}  # credential -> when a connection started checking it
+
+
+async def _credentials_valid(principal: Principal) -> bool:
+    """Whether the principal's credentials still hold, as checked at most RECHECK_SECONDS / 2
+    ago by any connection of this process (a revocation is seen within 1.5 x RECHECK_SECONDS
+    plus one query). While one connection checks, the others keep the last answer."""
+    if principal.api_key is not None:
+        key = ("api_key", principal.api_key.id)
+    elif principal.user is not None:
+        key = ("user", principal.user.id)
+    else:
+        return True
+    now = time.monotonic()
+    checked = _validity.get(key)
+    if checked is not None and now - checked[0] < RECHECK_SECONDS / 2:
+        return checked[1]
+    started = _checking.get(key)
+    if started is not None and now - started < 30:
+        return checked[1] if checked is not None else True  # valid when it connected
+    _checking[key] = now
+    try:
+        valid = await database_sync_to_async(_still_valid)(principal)
+    finally:
+        _checking.pop(key, None)
+    if len(_validity) >= 10_000:
+        _validity.clear()
+    _validity[key] = (time.monotonic(), valid)
+    return valid
+
+
 def _still_valid(principal: Principal) -> bool:
     if principal.api_key is not None:
         from orgs.models import ApiKey
@@ -205,6 +243,16 @@ class EventsConsumer(AsyncWebsocketConsumer):
         await self.accept(subprotocol=subprotocol)
         self.watchdog = asyncio.ensure_future(self._recheck())
 
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale database connections before every handler, a hop to the
+        # database thread for each message: for every live event, once per subscriber. The
+        # event path needs no database unless it fills a gap, and database_sync_to_async
+        # closes stale connections itself then.
+        if message["type"] == "stream.event":
+            await self.stream_event(message)
+        else:
+            await super().dispatch(message)
+
     async def disconnect(self, code: int) -> None:
         watchdog = getattr(self, "watchdog", None)
         if watchdog is not None:
@@ -217,7 +265,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         try:
             while True:
                 await asyncio.sleep(RECHECK_SECONDS)
-                if not await database_sync_to_async(_still_valid)(self.principal):
+                if not await _credentials_valid(self.principal):
                     await self.close(code=CLOSE_UNAUTHORIZED)
                     return
         except asyncio.CancelledError:
@@ -372,18 +420,38 @@ class EventsConsumer(AsyncWebsocketConsumer):
         subscription.last_sequence = event["sequence"]
         if subscription.types is not None and event["type"] not in subscription.types:
             return
-        notification = {
-            "jsonrpc": "2.0",
-            "method": "subscription/event",
-            "params": {
-                "scope": subscription.scope,
-                "scope_id": subscription.scope_id,
-                "target": subscription.target,
-                "target_id": subscription.target_id,
-                "event": subscription.render(event),
-            },
-        }
-        await self.send(text_data=json.dumps(notification))
+        await self.send(text_data=_notification(subscription, event))
+
+
+# The text of a notification, made once per event and target and shared by the consumers
+# of this process: with many subscribers to one stream, rendering and encoding every event
+# for each of them was most of the server's work. Entries live while the fan-out of their
+# event runs; the oldest go first.
+_notifications: OrderedDict[tuple, str] = OrderedDict()
+NOTIFICATION_CACHE_SIZE = 2048
+
+
+def _notification(subscription: Subscription, event: dict) -> str:
+    key = (event["id"], event["stream"], event["sequence"], event["created_at"], subscription.key, subscription.render)
+    text = _notifications.get(key)
+    if text is None:
+        text = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "subscription/event",
+                "params": {
+                    "scope": subscription.scope,
+                    "scope_id": subscription.scope_id,
+                    "target": subscription.target,
+                    "target_id": subscription.target_id,
+                    "event": subscription.render(event),
+                },
+            }
+        )
+        _notifications[key] = text
+        if len(_notifications) > NOTIFICATION_CACHE_SIZE:
+            _notifications.popitem(last=False)
+    return text
 
 
 def _stored_after(stream: str, since: int) -> list[dict]:
