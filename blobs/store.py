@@ -109,6 +109,26 @@ def put_stream(chunks: Iterable[bytes], *, max_size: int | None = None, **hold_f
         spool.discard()
 
 
+def put_file(path: Path, *, sha256: str | None = None, **hold_for: Any) -> StoredObject:
+    """Store a finished file's bytes without copying them: the file store links the file
+    into place (S3 uploads it). As `put_stream` otherwise.
+
+    `sha256` is the file's hash when the caller took it while writing the file (else it
+    is computed here). The file must not change afterwards: it may now be the object.
+    """
+    size = path.stat().st_size
+    if size <= INLINE_LIMIT:
+        return put_bytes(path.read_bytes(), **hold_for)
+    with open(path, "rb") as handle:
+        if sha256 is None:
+            digest = hashlib.sha256()
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+            sha256 = digest.hexdigest()
+        os.fsync(handle.fileno())
+    return _commit(sha256, _Spool(digest=None, size=size, path=path), hold_for)
+
+
 def put_bytes(data: bytes, **hold_for: Any) -> StoredObject:
     return put_stream([data], **hold_for)
 

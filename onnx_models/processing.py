@@ -1,13 +1,20 @@
 """Processing an uploaded archive (DESIGN §8): check it, parse the model, derive its artifacts.
 
 The archive holds exactly one regular file, `model.onnx`. Each refusal names its reason.
-Bytes are streamed: the archive and the model are never held whole in Python memory
-except while onnx parses the model itself.
+Memory does not grow with the model: the archive is read once, in chunks, hashing it
+(in a thread) while the model is decompressed to disk (hashed and written by another
+thread, so that the three overlap); the model is then parsed without
+its weights (`wire.scan`: the data of large tensors is skipped and pointed at in the
+file), and the checker checks that skeleton, with the skipped data checked from what
+the scan recorded. Small models go through the same path, whole.
 """
 
 import hashlib
+import io
 import json
+import queue
 import tarfile
+import threading
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -16,8 +23,13 @@ from typing import Any
 
 from django.conf import settings
 
+from onnx_models import wire
+
 CHUNK = 1024 * 1024
 MODEL_NAME = "model.onnx"
+GZIP_MAGIC = b"\x1f\x8b"
+# Tensors larger than this (as encoded) are not read: their data stays in the file.
+SKIP_TENSOR_BYTES = 1024 * 1024
 
 
 class Refused(Exception):
@@ -34,6 +46,7 @@ class Extracted:
     archive_sha256: str
     model_path: Path
     model_size: int
+    model_sha256: str
 
 
 def sha256_of(path: Path) -> str:
@@ -44,37 +57,218 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Prefetch:
+    """A file read and hashed (SHA-256) by a thread of its own, a few chunks ahead of its
+    reader: hashing the archive overlaps with decompressing it (both release the GIL)."""
+
+    def __init__(self, handle, depth: int = 4):
+        self.digest = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(handle,), name="onnx-archive-read", daemon=True)
+        self._thread.start()
+
+    def _run(self, handle) -> None:
+        try:
+            while not self._stopped.is_set():
+                chunk = handle.read(CHUNK)
+                self.digest.update(chunk)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the reader, who raises it
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        """The next chunk (b"" at the end); every chunk read is hashed already."""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        if not item:
+            self._queue.put(item)  # the end stays the end
+        return item
+
+    def hexdigest(self) -> str:
+        """The file's SHA-256, once the rest of it is read."""
+        while self.read():
+            pass
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
+class _Writer:
+    """Chunks hashed (SHA-256) and written to a file by a thread of its own."""
+
+    def __init__(self, path: Path, depth: int = 4):
+        self.digest = hashlib.sha256()
+        self._out = open(path, "wb")
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="onnx-model-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.digest.update(item)
+                    self._out.write(item)
+                except BaseException as exc:  # raised to the writer at its next write
+                    self._error = exc
+
+    def write(self, piece) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(piece)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._out.close()
+        if self._error is not None:
+            raise self._error
+
+
+class _Gunzip(io.RawIOBase):
+    """The decompressed bytes of the gzip members of a stream, one after another, as gzip
+    reads them (zero padding between members is skipped); zlib checks each member's
+    header, CRC and size."""
+
+    def __init__(self, source):
+        self.source = source
+        self.inflater = None  # None between members
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        size = CHUNK if size is None or size < 0 else size
+        while True:
+            if self.inflater is None:
+                self.pending = self.pending.lstrip(b"\0")
+                while not self.pending:
+                    more = self.source.read(CHUNK)
+                    if not more:
+                        return b""
+                    self.pending = more.lstrip(b"\0")
+                self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            if not self.pending:
+                self.pending = self.source.read(CHUNK)
+                if not self.pending:
+                    raise EOFError("the compressed stream ends before its end marker")
+            data = self.inflater.decompress(self.pending, size)
+            self.pending = self.inflater.unconsumed_tail
+            if self.inflater.eof:
+                self.pending = self.inflater.unused_data
+                self.inflater = None
+            if data:
+                return data
+
+
+class _Tape:
+    """The decompressed stream, read forward: `read(n)` gives exactly n bytes (unless the
+    stream ends), so that tarfile, reading headers block by block, stops right where a
+    member's data starts; `chunk()` then hands out the data without copying it."""
+
+    def __init__(self, source: _Gunzip):
+        self.source = source
+        self.buffer = memoryview(b"")
+        self.position = 0
+
+    def _fill(self) -> bool:
+        if not self.buffer:
+            self.buffer = memoryview(self.source.read(CHUNK))
+        return bool(self.buffer)
+
+    def chunk(self, limit: int) -> memoryview:
+        if not self._fill():
+            return self.buffer
+        piece, self.buffer = self.buffer[:limit], self.buffer[limit:]
+        self.position += len(piece)
+        return piece
+
+    def read(self, size: int = -1) -> bytes:
+        out = bytearray()
+        while (size < 0 or len(out) < size) and (piece := self.chunk(CHUNK if size < 0 else size - len(out))):
+            out += piece
+        return bytes(out)
+
+
 def extract(archive: Path, workdir: Path) -> Extracted:
-    """Check the archive and write its one `model.onnx` to `workdir`."""
-    with open(archive, "rb") as handle:
-        if handle.read(2) != b"\x1f\x8b":
-            raise Refused("not_gzip", "The archive is not gzip-compressed (a .tar.gz is expected).")
+    """Check the archive and write its one `model.onnx` to `workdir`, in one pass over it.
+
+    tarfile reads the member's header; its bytes are then read straight from the
+    decompressed stream (hashed and written as they come), then whatever follows is read
+    as a tar again, which must hold no other member.
+    """
     limit = settings.ONNX_MAX_MODEL_BYTES
-    try:
-        with tarfile.open(archive, mode="r:gz") as tar:
-            members = []
-            for member in tar:
-                members.append(member)
-                if len(members) > 1:
-                    raise Refused("several_members", "The archive holds more than one member; it must hold only model.onnx.")
-            if not members:
+    with open(archive, "rb") as handle:
+        if handle.read(2) != GZIP_MAGIC:
+            raise Refused("not_gzip", "The archive is not gzip-compressed (a .tar.gz is expected).")
+        handle.seek(0)
+        source = _Prefetch(handle)
+        tape = _Tape(_Gunzip(source))
+        target = workdir / MODEL_NAME
+        try:
+            with tarfile.open(fileobj=tape, mode="r|", bufsize=tarfile.BLOCKSIZE) as tar:
+                member = tar.next()
+            if member is None:
                 raise Refused("no_member", "The archive is empty; it must hold model.onnx.")
-            member = members[0]
+            # The one member is checked before its bytes are read; a second one is found
+            # after them (a tar has no index).
             _check_member(member, limit)
-            source = tar.extractfile(member)
-            target = workdir / MODEL_NAME
-            size = 0
-            with open(target, "wb") as out:
-                while chunk := source.read(CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise Refused("too_large", f"model.onnx decompresses past the limit of {limit} bytes.")
-                    out.write(chunk)
-    except Refused:
-        raise
-    except (tarfile.ReadError, EOFError, zlib.error, OSError) as exc:
-        raise Refused("not_tar", f"The archive is not a valid tar.gz: {exc}.") from None
-    return Extracted(archive_sha256=sha256_of(archive), model_path=target, model_size=size)
+            if tape.position != member.offset_data:
+                raise tarfile.ReadError("the member's data is not where its header says")
+            out, left = _Writer(target), member.size
+            try:
+                while left and (piece := tape.chunk(min(left, CHUNK))):
+                    left -= len(piece)
+                    out.write(piece)
+            finally:
+                out.close()
+            if left:
+                raise tarfile.ReadError("unexpected end of data")
+            tape.read(-member.size % tarfile.BLOCKSIZE)
+            if _another_member(tape):
+                raise Refused("several_members", "The archive holds more than one member; it must hold only model.onnx.")
+        except Refused:
+            target.unlink(missing_ok=True)
+            raise
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            target.unlink(missing_ok=True)
+            raise Refused("not_tar", f"The archive is not a valid tar.gz: {exc}.") from None
+        else:
+            archive_sha256 = source.hexdigest()  # the rest (tar padding, anything after) is hashed too
+        finally:
+            source.close()
+    return Extracted(archive_sha256=archive_sha256, model_path=target, model_size=member.size, model_sha256=out.digest.hexdigest())
+
+
+def _another_member(tape: _Tape) -> bool:
+    """Whether the rest of the tar holds a member. As tarfile reads an archive, blocks
+    that are not a header after the first member end it (as its end blocks do)."""
+    try:
+        with tarfile.open(fileobj=tape, mode="r|", bufsize=tarfile.BLOCKSIZE) as rest:
+            return rest.next() is not None
+    except tarfile.ReadError:
+        return False
 
 
 def _check_member(member: tarfile.TarInfo, limit: int) -> None:
@@ -82,8 +276,8 @@ def _check_member(member: tarfile.TarInfo, limit: int) -> None:
     parts = Path(name).parts
     if name.startswith("/") or ".." in parts:
         raise Refused("path_escape", f"The member {name!r} points outside the archive.")
-    if not member.isreg():
-        kind = "a link" if member.issym() or member.islnk() else "not a regular file"
+    if not member.isreg() or member.issparse():
+        kind = "a link" if member.issym() or member.islnk() else "a sparse file" if member.issparse() else "not a regular file"
         raise Refused("not_regular_file", f"The member {name!r} is {kind}.")
     if name not in (MODEL_NAME, f"./{MODEL_NAME}"):
         raise Refused("wrong_name", f"The member is named {name!r}; it must be model.onnx.")
@@ -91,22 +285,45 @@ def _check_member(member: tarfile.TarInfo, limit: int) -> None:
         raise Refused("too_large", f"model.onnx is {member.size} bytes, past the limit of {limit}.")
 
 
-def parse(model_path: Path):
-    """Load and check the model; refusals name 'not ONNX' or the checker's complaint."""
+@dataclass
+class Parsed:
+    model: Any  # the ModelProto without the skipped tensor data
+    skeleton: wire.Skeleton
+
+
+def parse(model_path: Path, threshold: int = SKIP_TENSOR_BYTES) -> Parsed:
+    """Parse and check the model without reading its large tensors' data.
+
+    Refusals name 'not ONNX' or the checker's complaint. The model must sit alone in its
+    directory (as `extract` leaves it): the checker resolves the skipped tensors'
+    locations there.
+    """
     import onnx
     from google.protobuf.message import DecodeError
 
+    size = model_path.stat().st_size
+    if size > wire.MAX_PROTOBUF:
+        raise Refused("too_large", f"model.onnx is {size} bytes; a protobuf message, so an ONNX model in one file, is under 2 GiB.")
     try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError) as exc:
+        skeleton = wire.scan(model_path, threshold)
+        model = onnx.ModelProto.FromString(skeleton.data)
+    except (wire.Malformed, DecodeError, ValueError, RuntimeError) as exc:
         raise Refused("not_onnx", f"model.onnx is not an ONNX model: {exc}") from None
     if not model.graph.node and not model.graph.input and not model.graph.output:
         raise Refused("not_onnx", "model.onnx is not an ONNX model (it has no graph).")
+    # The skeleton is checked from a file beside the model, so that the checker finds
+    # model.onnx where the skipped tensors point; the data it did not see is checked here.
+    checked = model_path.with_name(f".{model_path.name}.skeleton")
+    checked.write_bytes(skeleton.data)
     try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+        onnx.checker.check_model(str(checked))
+        for record in skeleton.skipped:
+            wire.check_data(record, model_path)
+    except (onnx.checker.ValidationError, wire.CheckFailed) as exc:
         raise Refused("checker_failed", f"The ONNX checker refused the model: {str(exc).splitlines()[0]}") from None
-    return model
+    finally:
+        checked.unlink(missing_ok=True)
+    return Parsed(model=model, skeleton=skeleton)
 
 
 def _elem_type(code: int) -> str:
@@ -143,8 +360,12 @@ def _attribute(attribute) -> Any:
     return {"type": onnx.AttributeProto.AttributeType.Name(attribute.type).lower()}
 
 
-def describe(model) -> dict:
-    """The model's description: everything but the weights."""
+def describe(model, skeleton: wire.Skeleton | None = None) -> dict:
+    """The model's description: everything but the weights.
+
+    `model` is the whole model, or the skeleton's (whose skipped tensors count with the
+    size they have in the file, as the whole model's would).
+    """
     import onnx
 
     graph = model.graph
@@ -156,7 +377,8 @@ def describe(model) -> dict:
         for dim in tensor.dims:
             count *= dim
         parameters += count
-        initializer_bytes += tensor.ByteSize()
+        record = skeleton.record(tensor) if skeleton is not None else None
+        initializer_bytes += record.encoded_size if record is not None else tensor.ByteSize()
     initializer_names = {tensor.name for tensor in initializers}
     return {
         "ir_version": model.ir_version,
@@ -178,11 +400,11 @@ def describe(model) -> dict:
     }
 
 
-def graph_json(model) -> dict:
+def graph_json(model, skeleton: wire.Skeleton | None = None) -> dict:
     """`model.json`: the graph without weights (initializers by name, type and shape)."""
     graph = model.graph
     return {
-        "description": {key: value for key, value in describe(model).items() if not key.startswith("_")},
+        "description": {key: value for key, value in describe(model, skeleton).items() if not key.startswith("_")},
         "graph": {
             "name": graph.name,
             "inputs": [_value_info(item) for item in graph.input],

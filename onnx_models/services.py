@@ -3,6 +3,7 @@
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -113,30 +114,38 @@ def _finish(operation: Operation, *, result=None, error=None) -> None:
 def _process(operation: Operation, folder: Path) -> dict:
     archive = folder / "model.tar.gz"
     arguments = operation.arguments
+    timer = _Timer()
     if arguments.get("direct_path"):
         shutil.move(arguments["direct_path"], archive)
     elif transfers.s3() is not None:
         transfers.s3_complete(str(operation.id), arguments["s3_upload_id"], arguments["etags"])
         transfers.s3_download(str(operation.id), archive)
     else:
-        parts = [transfers.Part(p["index"], p["offset"], p["size"]) for p in arguments["plan"]]
-        transfers.assemble(str(operation.id), parts, archive)
+        transfers.assemble(str(operation.id), archive)
     if archive.stat().st_size != arguments["size"]:
         raise processing.Refused("size_mismatch", f"The archive has {archive.stat().st_size} bytes, not the {arguments['size']} announced.")
+    timer.lap("assemble")
     operation_progress(operation, 0.3)
-    extracted = processing.extract(archive, folder)
+    model_dir = folder / "model"  # the model alone in its directory, as processing.parse wants
+    model_dir.mkdir()
+    extracted = processing.extract(archive, model_dir)
+    timer.lap("extract")
     operation_progress(operation, 0.6)
-    model = processing.parse(extracted.model_path)
-    graph = processing.graph_json(model)
-    del model
+    parsed = processing.parse(extracted.model_path)
+    graph = processing.graph_json(parsed.model, parsed.skeleton)
+    del parsed
+    timer.lap("parse")
     operation_progress(operation, 0.8)
     revision = operation.revision
-    # Objects first (streamed, no lock held), then all three entries in one transaction.
+    # Objects first (no lock held; the files become the objects, their hashes were taken
+    # as they were written), then all three entries in one transaction.
     objects = {
-        "model.tar.gz": store.put_stream(_chunks(archive)),
-        "model.onnx": store.put_stream(_chunks(extracted.model_path)),
+        "model.tar.gz": store.put_file(archive, sha256=extracted.archive_sha256),
+        "model.onnx": store.put_file(extracted.model_path, sha256=extracted.model_sha256),
         "model.json": store.put_bytes(processing.json_bytes(graph)),
     }
+    timer.lap("store")
+    logger.info("upload %s processed (%d bytes, model %d bytes): %s", operation.id, arguments["size"], extracted.model_size, timer)
     with transaction.atomic():
         for path, obj in objects.items():
             content.file_put_object(revision, path, obj)
@@ -148,10 +157,20 @@ def _process(operation: Operation, folder: Path) -> dict:
     }
 
 
-def _chunks(source: Path):
-    with open(source, "rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            yield chunk
+class _Timer:
+    """Seconds per phase, for the log."""
+
+    def __init__(self):
+        self.laps: list[tuple[str, float]] = []
+        self.last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps.append((name, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.laps)
 
 
 def components(revision: Revision) -> list[dict]:

@@ -5,6 +5,7 @@ store they are signed, expiring URLs to this server's own part endpoints, which 
 API key: the signature (HMAC over operation, part, range and expiry) is the credential.
 """
 
+import fcntl
 import hashlib
 import math
 import os
@@ -19,6 +20,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 from blobs.storage import S3Backend, backend
 
+CHUNK = 1024 * 1024
 MIN_PART = 5 * 1024 * 1024
 MAX_PARTS = 10_000
 SALT = "blobhub.onnx.transfer"
@@ -75,6 +77,12 @@ def verify(kind: str, operation_id: str, index: int, query) -> Part | None:
 
 
 # --- Where parts go on the file store ------------------------------------------------------
+#
+# Every part is written in place, at its offset, into one file per upload: once all parts
+# are there, that file is the archive, and completing moves it instead of copying parts.
+
+
+ARCHIVE = "archive"
 
 
 def parts_dir(operation_id: str) -> Path:
@@ -82,25 +90,37 @@ def parts_dir(operation_id: str) -> Path:
 
 
 def store_part(operation_id: str, part: Part, stream) -> str:
-    """Write one part from a stream; returns its ETag (MD5, as S3 does). Refuses a wrong size."""
+    """Write one part from a stream at its offset; returns its ETag (MD5, as S3 does).
+
+    A body of another size is refused, and its part counts as missing until it is sent
+    again. Two uploads of the same part take turns (a lock per part), so the bytes in
+    place are always those of the ETag recorded.
+    """
     directory = parts_dir(operation_id)
     directory.mkdir(parents=True, exist_ok=True)
-    temp = directory / f".{part.index}.{os.getpid()}.tmp"
-    digest, written = hashlib.md5(usedforsecurity=False), 0
-    try:
-        with open(temp, "wb") as out:
-            while chunk := stream.read(1024 * 1024):
-                written += len(chunk)
-                if written > part.size:
+    etag_path = directory / f"{part.index}.etag"
+    with open(directory / f"{part.index}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        etag_path.unlink(missing_ok=True)
+        digest, written = hashlib.md5(usedforsecurity=False), 0
+        fd = os.open(directory / ARCHIVE, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while chunk := stream.read(CHUNK):
+                if written + len(chunk) > part.size:
                     raise ValueError(f"The part is larger than its {part.size} bytes.")
                 digest.update(chunk)
-                out.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    done = os.pwrite(fd, view, part.offset + written)
+                    written += done
+                    view = view[done:]
+        finally:
+            os.close(fd)
         if written != part.size:
             raise ValueError(f"The part has {written} bytes; it must have {part.size}.")
-        os.replace(temp, directory / f"{part.index}.part")
-        (directory / f"{part.index}.etag").write_text(digest.hexdigest())
-    finally:
-        temp.unlink(missing_ok=True)
+        temp = directory / f".{part.index}.etag.tmp"
+        temp.write_text(digest.hexdigest())
+        os.replace(temp, etag_path)
     return digest.hexdigest()
 
 
@@ -113,12 +133,13 @@ def stored_etags(operation_id: str, parts: list[Part]) -> list[str | None]:
     return etags
 
 
-def assemble(operation_id: str, parts: list[Part], target: Path) -> None:
-    directory = parts_dir(operation_id)
-    with open(target, "wb") as out:
-        for part in parts:
-            with open(directory / f"{part.index}.part", "rb") as source:
-                shutil.copyfileobj(source, out, 1024 * 1024)
+def assemble(operation_id: str, target: Path) -> None:
+    """Move the upload's file, whose parts are all in place, to `target` (no copy)."""
+    source = parts_dir(operation_id) / ARCHIVE
+    try:
+        os.replace(source, target)
+    except OSError:
+        shutil.move(source, target)
 
 
 def discard(operation_id: str) -> None:

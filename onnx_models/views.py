@@ -1,5 +1,9 @@
 """This server's own part endpoints for the file store (signed URLs, no API key)."""
 
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -51,6 +55,8 @@ def download_part(request: HttpRequest, operation_id: str, index: int) -> HttpRe
         chunks = [bytes(obj.inline)[part.offset : part.offset + part.size]]
     elif isinstance(backend(), FileBackend):
         chunks = backend().open_range(sha256, part.offset, part.size)
+        if isinstance(request, ASGIRequest):
+            chunks = _in_thread(chunks)
     else:
         chunks = [store.read_range(obj, part.offset, part.size)]
     response = StreamingHttpResponse(chunks, content_type="application/octet-stream")
@@ -58,3 +64,14 @@ def download_part(request: HttpRequest, operation_id: str, index: int) -> HttpRe
     response["X-Object-Sha256"] = sha256
     return response
 
+
+
+async def _in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks, each read in a worker thread. Under ASGI, Django collects a synchronous
+    iterator whole before sending it: a part would sit in memory."""
+    done = object()
+    try:
+        while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
+            yield chunk
+    finally:
+        await asyncio.to_thread(chunks.close)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import onnxruntime
 import pytest
+from asgiref.sync import async_to_sync
 
 from onnx_models.tests.models import affine_model, archive, broken_model, model_archive
 from workflows.tests.support import Channel, component, connect, document
@@ -44,6 +45,14 @@ def upload_multipart(client, channel, data: bytes) -> dict:
     return client.get(f"/v1/operations/{answer['operation_id']}").json()["operation"]
 
 
+async def _get_streamed(url: str) -> list[bytes]:
+    from django.test import AsyncClient
+
+    response = await AsyncClient().get(url)
+    assert response.status_code == 200 and response.is_async
+    return [chunk async for chunk in response.streaming_content]
+
+
 def test_a_model_goes_from_multipart_upload_to_inference_and_a_workflow(onnx_blob, settings):
     client, org, channel = onnx_blob
     settings.ONNX_PART_BYTES = 5 * 1024 * 1024
@@ -67,6 +76,10 @@ def test_a_model_goes_from_multipart_upload_to_inference_and_a_workflow(onnx_blo
         for p in initiated["parts"]
     )
     assert hashlib.sha256(downloaded).digest() == hashlib.sha256(model).digest()
+    # Under ASGI a part streams chunk by chunk (Django would read a synchronous iterator whole).
+    first = initiated["parts"][0]["download"]["url"]
+    streamed = async_to_sync(_get_streamed)(urlsplit(first).path + "?" + urlsplit(first).query)
+    assert len(streamed) > 1 and b"".join(streamed) == model[: initiated["parts"][0]["size"]]
 
     commit = client.post(f"/v1/revisions/{channel.revision_id}/commit", {}, format="json").json()["operation_id"]
     assert client.get(f"/v1/operations/{commit}").json()["operation"]["status"] == "completed"
@@ -189,3 +202,36 @@ def test_cancel_upload_aborts_and_cleans_up(onnx_blob, settings):
     assert not transfers.parts_dir(answer["operation_id"]).exists()
     refused = channel.command("complete_upload", operation_id=answer["operation_id"], parts=[{"hash": "x"}])
     assert refused.status_code == 409
+
+
+def test_parts_land_in_place_in_any_order_and_a_part_sent_again_replaces_it(onnx_blob, settings):
+    client, org, channel = onnx_blob
+    settings.ONNX_PART_BYTES = 5 * 1024 * 1024
+    model = affine_model(padding=3_000_000)
+    data = model_archive(model)
+    answer = channel.command("initiate_upload", path="model.tar.gz", size=len(data)).json()
+    parts = answer["operation"]["parts"]
+    assert len(parts) == 3
+
+    def body(part):
+        return data[part["offset"] : part["offset"] + part["size"]]
+
+    hashes = {}
+    for index in (2, 1):  # the last parts first
+        hashes[index] = put_part(client, parts[index]["upload"]["url"], body(parts[index]))["ETag"]
+    first = parts[0]["upload"]["url"]
+    assert put_part(client, first, body(parts[0])[:100]).status_code == 400  # short: refused, the part is missing
+    ordered = lambda: [{"hash": hashes.get(i, '"none"')} for i in range(3)]  # noqa: E731
+    refused = channel.command("complete_upload", operation_id=answer["operation_id"], parts=ordered())
+    assert refused.status_code == 400 and refused.json()["error"] == "part_mismatch"
+
+    wrong = put_part(client, first, bytes(parts[0]["size"]))  # the right size, other bytes
+    assert wrong.status_code == 200
+    hashes[0] = put_part(client, first, body(parts[0]))["ETag"]  # sent again: replaces them
+    assert hashes[0] != wrong["ETag"]
+    completed = channel.command("complete_upload", operation_id=answer["operation_id"], parts=ordered())
+    assert completed.status_code == 200, completed.json()
+    operation = client.get(f"/v1/operations/{answer['operation_id']}").json()["operation"]
+    assert operation["status"] == "completed", operation
+    assert operation["result"]["archive_sha256"] == hashlib.sha256(data).hexdigest()
+    assert channel.query("describe").json()["model"]["parameters"] == 3_000_006
