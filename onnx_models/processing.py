@@ -319,11 +319,27 @@ def parse(model_path: Path, threshold: int = SKIP_TENSOR_BYTES) -> Parsed:
         onnx.checker.check_model(str(checked))
         for record in skeleton.skipped:
             wire.check_data(record, model_path)
+        _check_self_contained(model, skeleton)
     except (onnx.checker.ValidationError, wire.CheckFailed) as exc:
         raise Refused("checker_failed", f"The ONNX checker refused the model: {str(exc).splitlines()[0]}") from None
     finally:
         checked.unlink(missing_ok=True)
     return Parsed(model=model, skeleton=skeleton)
+
+
+def _check_self_contained(model, skeleton: wire.Skeleton) -> None:
+    """An archive holds model.onnx alone: no tensor of it may keep its data in another
+    file (the checker would look for that file beside the model, where only the
+    skeleton's own references resolve)."""
+    import onnx
+
+    for tensor in wire.tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and skeleton.record(tensor) is None:
+            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+            raise wire.CheckFailed(
+                f"The tensor {tensor.name!r} keeps its data in an external file ({location!r}); the archive holds"
+                " model.onnx alone: save the model with its data inside."
+            )
 
 
 def _elem_type(code: int) -> str:

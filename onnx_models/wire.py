@@ -362,6 +362,27 @@ def _signed32(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
+def tensors(message):
+    """Every TensorProto in a parsed model (or any message of it), wherever onnx keeps one."""
+    import onnx
+
+    containers = _containers()
+    tensor = onnx.TensorProto.DESCRIPTOR.full_name
+    pending = [message]
+    while pending:
+        item = pending.pop()
+        name = item.DESCRIPTOR.full_name
+        if name == tensor:
+            yield item
+            continue
+        for number in containers.get(name, ()):
+            field = item.DESCRIPTOR.fields_by_number[number]
+            if field.is_repeated:
+                pending.extend(getattr(item, field.name))
+            elif item.HasField(field.name):
+                pending.append(getattr(item, field.name))
+
+
 # --- The checker's data checks, for the tensors whose data was skipped -----------------------
 
 

@@ -263,3 +263,39 @@ def test_a_truncated_archive_is_not_a_tar(tmp_path, settings):
         processing.extract(tmp_path / "model.tar.gz", tmp_path / "model")
     assert refused.value.reason == "not_tar"
     assert not (tmp_path / "model" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("threshold", [0, processing.SKIP_TENSOR_BYTES])
+def test_a_model_with_data_in_an_external_file_is_refused(tmp_path, threshold):
+    weights = numpy_helper.from_array(np.ones(4, np.float32), "W")
+    weights.ClearField("raw_data")
+    weights.data_location = TensorProto.EXTERNAL
+    weights.external_data.add(key="location", value="model.onnx")  # even one that resolves beside it
+    weights.external_data.add(key="offset", value="0")
+    weights.external_data.add(key="length", value="16")
+    path = save(tmp_path, one_tensor_model(weights))
+    with pytest.raises(processing.Refused) as refused:
+        processing.parse(path, threshold=threshold)
+    assert refused.value.reason == "checker_failed" and "external file" in refused.value.message
+
+
+def test_every_tensor_is_found_wherever_onnx_keeps_it():
+    names = {tensor.name for tensor in wire.tensors(rich_model())}
+    assert {"W", "c_value", "then_t", "else_t", "sparse_values", "sparse_indices", "two_value", "names"} <= names
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "./model.onnx"])
+@pytest.mark.parametrize("tar_format", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_archives_in_every_tar_format_are_read(tmp_path, settings, name, tar_format):
+    model = affine_model(padding=10_000)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tar_format) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(model)
+        if tar_format == tarfile.PAX_FORMAT:
+            info.pax_headers = {"comment": "é" * 300}  # an extended header before the member's
+        tar.addfile(info, io.BytesIO(model))
+    (tmp_path / "model.tar.gz").write_bytes(buffer.getvalue())
+    (tmp_path / "model").mkdir()
+    extracted = processing.extract(tmp_path / "model.tar.gz", tmp_path / "model")
+    assert extracted.model_path.read_bytes() == model
