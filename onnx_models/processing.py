@@ -322,6 +322,8 @@ def parse(model_path: Path, threshold: int = SKIP_TENSOR_BYTES) -> Parsed:
         _check_self_contained(model, skeleton)
     except (onnx.checker.ValidationError, wire.CheckFailed) as exc:
         raise Refused("checker_failed", f"The ONNX checker refused the model: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:  # the checker's message quotes a name that is not UTF-8
+        raise Refused("checker_failed", "The ONNX checker refused the model (about a name that is not valid UTF-8).") from None
     finally:
         checked.unlink(missing_ok=True)
     return Parsed(model=model, skeleton=skeleton)
@@ -406,11 +408,11 @@ def describe(model, skeleton: wire.Skeleton | None = None) -> dict:
         "inputs": [_value_info(item) for item in graph.input if item.name not in initializer_names],
         "outputs": [_value_info(item) for item in graph.output],
         "nodes": len(graph.node),
-        "op_types": dict(sorted(Counter(node.op_type for node in graph.node).items())),
+        "op_types": dict(sorted(Counter(_text(node.op_type) for node in graph.node).items())),
         "parameters": parameters,
         "initializers": len(initializers),
         "initializer_bytes": initializer_bytes,
-        "metadata_props": {prop.key: prop.value for prop in model.metadata_props},
+        "metadata_props": {_text(prop.key): _text(prop.value) for prop in model.metadata_props},
         "doc_string": model.doc_string,
         "_onnx_version": onnx.__version__,
     }
@@ -419,7 +421,7 @@ def describe(model, skeleton: wire.Skeleton | None = None) -> dict:
 def graph_json(model, skeleton: wire.Skeleton | None = None) -> dict:
     """`model.json`: the graph without weights (initializers by name, type and shape)."""
     graph = model.graph
-    return {
+    result = {
         "description": {key: value for key, value in describe(model, skeleton).items() if not key.startswith("_")},
         "graph": {
             "name": graph.name,
@@ -442,6 +444,20 @@ def graph_json(model, skeleton: wire.Skeleton | None = None) -> dict:
             ],
         },
     }
+    return _texts(result)  # a string that is not UTF-8 comes as bytes: JSON takes text
+
+
+def _text(value: str | bytes) -> str:
+    """A string field: protobuf hands one that is not UTF-8 over as bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _texts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_texts(key): _texts(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_texts(item) for item in value]
+    return _text(value) if isinstance(value, bytes) else value
 
 
 def json_bytes(value: Any) -> bytes:

@@ -290,6 +290,8 @@ def scan(path: Path, threshold: int) -> Skeleton:
                     record.data_type = _signed32(_varints(value)[0])
                 elif wire == VARINT and number == TENSOR_DATA_LOCATION:
                     record.externally = _varints(value)[0] == EXTERNAL
+            if source.position != end:
+                raise Malformed("a field runs past its message")
             if data_start is None:
                 return out  # nothing was skipped: the tensor is whole
             offset, length = record.raw if record.raw else (data_start, end - data_start)

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx_models import processing, wire
-from onnx_models.tests.models import affine_model, archive
+from onnx_models.tests.models import affine_model, archive, broken_model
 
 
 def plain(path):
@@ -299,3 +299,20 @@ def test_archives_in_every_tar_format_are_read(tmp_path, settings, name, tar_for
     (tmp_path / "model").mkdir()
     extracted = processing.extract(tmp_path / "model.tar.gz", tmp_path / "model")
     assert extracted.model_path.read_bytes() == model
+
+
+def test_strings_that_are_not_utf8_are_described_or_refused_not_crashed_on(tmp_path):
+    model = onnx.ModelProto.FromString(affine_model())
+    model.doc_string = "DOC!"
+    model.graph.node[0].name = "NAME"
+    data = model.SerializeToString().replace(b"DOC!", b"\xff\xfeD!").replace(b"NAME", b"N\xffME")
+    path = save(tmp_path, data)
+    described = processing.graph_json(processing.parse(path).model)
+    assert described["description"]["doc_string"] == "\ufffd\ufffdD!"
+    processing.json_bytes(described)
+    broken = onnx.ModelProto.FromString(broken_model())
+    broken.graph.node[0].input[1] = "GHOST"  # the checker's complaint names it
+    path = save(tmp_path, broken.SerializeToString().replace(b"GHOST", b"GH\xffST"))
+    with pytest.raises(processing.Refused) as refused:
+        processing.parse(path)
+    assert refused.value.reason == "checker_failed"
