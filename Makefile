@@ -18,8 +18,10 @@ venv: $(STAMP)
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+# --no-compile: byte-compiling every installed file (onnx, sympy, moto...) up front costs
+# minutes; Python compiles what it actually imports on first use instead.
 $(STAMP): requirements.txt | $(VENV)/bin/python
-	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --no-compile -q -r requirements.txt
 	touch $@
 
 run: venv
