@@ -318,20 +318,26 @@ def list_session_objects(ctx: DataContext, args: dict) -> dict:
     after = data.get("cursor")
     if after:
         items = items.filter(alias__gt=after)
-    objects, prefixes = [], []
+    # A page holds at most `limit` entries, objects and common prefixes alike; the cursor
+    # is the last alias the page accounted for (a prefix accounts for the aliases under it).
+    objects, prefixes, last, more = [], [], None, False
     for item in items.iterator():
         rest = item.alias[len(prefix):]
-        if delimiter and delimiter in rest:
-            common = prefix + rest.split(delimiter, 1)[0] + delimiter
-            if common not in prefixes:
-                prefixes.append(common)
+        common = prefix + rest.split(delimiter, 1)[0] + delimiter if delimiter and delimiter in rest else None
+        if common is not None and common in prefixes:
+            last = item.alias
             continue
-        objects.append(item)
-        if len(objects) + len(prefixes) > limit:
+        if len(objects) + len(prefixes) == limit:
+            more = True
             break
-    answer = {"objects": [render_object(item) for item in objects[:limit]], "prefixes": prefixes}
-    if len(objects) > limit:
-        answer["cursor"] = objects[limit - 1].alias
+        if common is not None:
+            prefixes.append(common)
+        else:
+            objects.append(item)
+        last = item.alias
+    answer = {"objects": [render_object(item) for item in objects], "prefixes": prefixes}
+    if more:
+        answer["cursor"] = last
     return answer
 
 

@@ -206,7 +206,8 @@ def _check_ports(component: dict, cls: type[Component], path: str, problem) -> d
                 continue
             config[route] = plain
     for route, spec in cls.config.items():
-        if route not in config:
+        # A port given with a bad value was reported at its value; it is not missing too.
+        if route not in config and ("config", route) not in seen:
             if spec.required and spec.default is None:
                 problem(f"{path}.ports", f"{cls.type} needs the config port {route!r}.")
             elif spec.default is not None:
@@ -294,11 +295,28 @@ def _check_cycles(graph: Graph, connections: list, problem) -> None:
             indegree[edge["target_id"]] -= 1
             if indegree[edge["target_id"]] == 0:
                 queue.append(edge["target_id"])
-    in_cycle = {cid for cid, degree in indegree.items() if degree > 0}
+    # What Kahn leaves over also holds components downstream of a cycle: blame a
+    # connection whose target leads back to its source, which is truly on the cycle.
+    left = {cid for cid, degree in indegree.items() if degree > 0}
     for i, connection in enumerate(connections):
-        if isinstance(connection, dict) and connection.get("source_id") in in_cycle and connection.get("target_id") in in_cycle:
+        if not isinstance(connection, dict) or connection not in graph.outgoing.get(connection.get("source_id"), []):
+            continue
+        if connection["source_id"] in left and _leads_to(graph, connection["target_id"], connection["source_id"]):
             problem(f"connections[{i}]", "This connection is part of a cycle.")
             return
+
+
+def _leads_to(graph: Graph, start: str, goal: str) -> bool:
+    seen, queue = {start}, deque([start])
+    while queue:
+        cid = queue.popleft()
+        if cid == goal:
+            return True
+        for edge in graph.outgoing.get(cid, []):
+            if edge["target_id"] not in seen:
+                seen.add(edge["target_id"])
+                queue.append(edge["target_id"])
+    return False
 
 
 def _check_reachable(graph: Graph, index_of: dict[str, int], problem) -> None:

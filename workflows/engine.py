@@ -275,6 +275,11 @@ def _run_one(step_id: int) -> int | None:
             return None  # the lease expired and another worker took the step over
         if outputs is WAIT_FOR_CHILD:
             StepRun.objects.filter(id=step.id).update(status=StepRun.Status.WAITING)
+            # A child may have finished before this step waited (a fast worker, or an eager
+            # one): its finish found no waiting step to resume, so resume it here.
+            child = Execution.objects.filter(parent_step_id=step.id, status__in=Execution.FINAL).order_by("-created_at").first()
+            if child is not None:
+                _resume_parent(child)
             return None
         if error is not None and error.pop("retryable", False) and step.attempt < cls.retry.max_attempts:
             _retry_later(execution, current, error, cls.retry.delay(step.attempt))
