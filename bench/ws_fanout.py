@@ -13,8 +13,10 @@ Then:
 2. an org, an API key, a workflow blob, a session, and 200 clients connected to /v1/ws with
    the `X-API-Key` header;
 3. with the worker's queue paused (Celery remote control), an execution of a long chain of
-   `logic.transform` steps, to which every client subscribes with `since: 0`; then the queue
-   is resumed, so that the whole stream flows while everyone listens;
+   steps (`flow.delay`s of --pace seconds, about 2 / pace events a second; with --pace 0,
+   `logic.transform`s back to back, as fast as the worker goes), to which every client
+   subscribes with `since: 0`; then the queue is resumed, so that the whole stream flows
+   while everyone listens;
 4. every client reads until `flow.exited`, stamping each message on arrival.
 
 It prints the latency from each event's creation in the worker (its `created_at`: the same
@@ -28,7 +30,7 @@ under 50 ms, nothing lost. Exits non-zero when an event is lost or duplicated or
 breaks; a missed latency target is reported, not an error.
 
     .venv/bin/python bench/ws_fanout.py
-    .venv/bin/python bench/ws_fanout.py --clients 200 --steps 240 --step-delay 0.05
+    .venv/bin/python bench/ws_fanout.py --clients 200 --steps 300 --pace 0   # as fast as the worker goes
     DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python bench/ws_fanout.py
 """
 
@@ -255,23 +257,26 @@ def redis_pubsub_baseline(redis_url: str, count: int, interval: float) -> list[f
 # --- The workflow ---------------------------------------------------------------------------------
 
 
-def chain_definition(steps: int, step_delay: float) -> dict:
-    """start → t1 → … → tN → end; with step_delay, a flow.delay after each ti."""
+def chain_definition(steps: int, pace: float) -> dict:
+    """start → s1 → … → sN → end, each step emitting two events (entered, exited).
+
+    With `pace` > 0 the steps are `flow.delay`s of that many seconds: a steady stream, a
+    pair of events per step. With 0 they are `logic.transform`s run back to back: as fast as
+    the worker goes.
+    """
 
     def component(cid, type, config=None):
         ports = [{"category": "config", "route": k, "value": v} for k, v in (config or {}).items()]
         return {"id": cid, "category": type.split(".")[0], "type": type, "name": cid, "position": {"x": 0, "y": 0}, "ports": ports}
 
     components = [component("start", "flow.start")]
-    order = ["start"]
     for index in range(1, steps + 1):
-        components.append(component(f"t{index}", "logic.transform", {"expression": {"type": "text", "text": f"`{index}`"}}))
-        order.append(f"t{index}")
-        if step_delay > 0:
-            components.append(component(f"d{index}", "flow.delay", {"seconds": {"type": "float", "float": step_delay}}))
-            order.append(f"d{index}")
+        if pace > 0:
+            components.append(component(f"s{index}", "flow.delay", {"seconds": {"type": "float", "float": pace}}))
+        else:
+            components.append(component(f"s{index}", "logic.transform", {"expression": {"type": "text", "text": f"`{index}`"}}))
     components.append(component("end", "flow.end"))
-    order.append("end")
+    order = [item["id"] for item in components]
     connections = [
         {"id": f"c{i}", "source_id": source, "target_id": target, "route": "success"}
         for i, (source, target) in enumerate(zip(order, order[1:]))
@@ -607,15 +612,16 @@ def analyse(run: Run, sequences: list[int], created: dict[int, float]) -> Result
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=240, help="logic.transform steps in the chain (2 events each)")
-    parser.add_argument("--step-delay", type=float, default=0.0, help="a flow.delay of this many seconds after each step")
+    parser.add_argument("--steps", type=int, default=150, help="steps in the chain, two events each")
+    parser.add_argument(
+        "--pace", type=float, default=0.1,
+        help="seconds each step waits (flow.delay); 0: logic.transform steps back to back, as fast as the worker goes",
+    )  # fmt: skip
     parser.add_argument("--baseline-messages", type=int, default=2000)
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with the server logs")
     args = parser.parse_args()
-    if not (1 <= args.clients <= 2000 and 1 <= args.steps <= 490 and 0 <= args.step_delay <= 1):
-        parser.error("out of range: --clients 1..2000, --steps 1..490, --step-delay 0..1")
-    if args.step_delay > 0 and args.steps > 245:
-        parser.error("with --step-delay, --steps is at most 245 (500 components per definition)")
+    if not (1 <= args.clients <= 2000 and 1 <= args.steps <= 490 and 0 <= args.pace <= 1):
+        parser.error("out of range: --clients 1..2000, --steps 1..490 (500 components per definition), --pace 0..1")
     if not 100 <= args.baseline_messages <= 100_000:
         parser.error("--baseline-messages is 100..100000")
 
@@ -646,6 +652,16 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
     data_dir = work / "data"
     data_dir.mkdir()
     queue = f"bench-{secrets.token_hex(4)}"
+    forget: list[str] = [queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]  # our keys in Redis
+
+    def forget_keys() -> None:
+        import redis
+
+        with redis.Redis.from_url(redis_url) as client:
+            client.delete(*forget)
+
+    if given_redis:
+        cleanup.add("deleting the run's keys from Redis", forget_keys)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "blobhub.settings",
@@ -692,11 +708,14 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
     if len(baseline) < args.baseline_messages:
         raise RuntimeError(f"Redis baseline: {len(baseline)} of {args.baseline_messages} messages arrived")
 
-    fixture = create_fixture(chain_definition(args.steps, args.step_delay))
+    from blobs.events import group_name, stream_name
+
+    fixture = create_fixture(chain_definition(args.steps, args.pace))
     url = f"ws://127.0.0.1:{port}/v1/ws"
     load_before = os.getloadavg()[0]
     outcome = asyncio.run(run_clients(url, fixture, args.clients, redis_url, watched, WorkerQueue(celery_app, hostname, queue)))
     load_after = os.getloadavg()[0]
+    forget.append(f"asgi:group:{group_name(stream_name('execution', outcome.execution_id))}")
     print(f"{args.clients} clients connected in {outcome.connect_seconds:.1f} s, subscribed in {outcome.subscribe_seconds:.1f} s")
 
     status, sequences, created = wait_until(
@@ -716,8 +735,10 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
 def report(args, status, sequences, result: Result, baseline, outcome: Run, load) -> None:
     n = len(sequences)
     print()
-    print(f"WebSocket fan-out: {args.clients} clients on one execution ({status}, {n} events stored), "
-          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} before, {load[1]:.1f} after")  # fmt: skip
+    steps = f"{args.steps} flow.delay steps of {args.pace:g} s" if args.pace > 0 else f"{args.steps} logic.transform steps"
+    print(f"WebSocket fan-out: {args.clients} clients on one execution of {steps} ({status}, {n} events stored),")
+    print(f"  "
+          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} before the run, {load[1]:.1f} after")  # fmt: skip
     rows = [("latency", "p50 ms", "p99 ms", "max ms", "samples")]
 
     def row(name, values):

@@ -1,10 +1,19 @@
 """The WebSocket API (API.md §4): one connection, authorized subscriptions, replay with no gap.
 
-Each subscription names a stream of the event table. The consumer joins the stream's
-channel-layer group first, then replays the stored events after `since`, then passes
-live ones on, dropping any whose sequence it has already sent: no gap, no duplicate.
+Each subscription names a stream of the event table. The consumer joins the stream first,
+then replays the stored events after `since`, then passes live ones on, dropping any whose
+sequence it has already sent and filling any gap from storage: no gap, no duplicate.
 Authorization uses the same selectors as REST, for every subscription, and is checked
 again every few seconds, so a revoked key stops receiving and is disconnected.
+
+Live events reach a process once per stream, however many of its connections subscribe:
+one channel-layer channel per process joins the stream's group (`_Fanout`) and puts each
+event on the queue of every local subscriber, whose own task sends it. With 200
+subscribers to one execution, Channels' way (a channel and a receive per consumer) cost
+several tasks and a database-thread hop per subscriber and event. The channel layer is
+lossy (a full or expired queue drops messages): a gap is filled when the next event shows
+it, and a subscription that has gone quiet behind its stream's stored head catches up
+from storage within a few seconds.
 """
 
 import asyncio
@@ -13,7 +22,7 @@ import binascii
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +44,7 @@ MAX_SUBSCRIPTIONS = 100
 MAX_REPLAY = 10_000
 RECHECK_SECONDS = 2.0
 CLOSE_UNAUTHORIZED = 4401
+MAX_PENDING = 1000  # live events queued for one connection; past it the oldest are dropped (and refilled)
 
 
 # --- Subscription targets -----------------------------------------------------------------
@@ -221,7 +231,8 @@ class Subscription:
     render: Callable[[dict], dict]
     last_sequence: int = 0
     live: bool = False  # false while the replay runs: live events wait in `held`
-    held: list = field(default_factory=list)
+    held: deque = field(default_factory=lambda: deque(maxlen=MAX_PENDING))
+    checked_sequence: int = -1  # last_sequence at the previous tail check
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -240,36 +251,63 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.subscriptions: dict[tuple, Subscription] = {}
         self.streams: dict[str, set[tuple]] = {}
         self.lock = asyncio.Lock()
+        self.fanout = _fanout(self.channel_layer)
+        self.pending: deque = deque(maxlen=MAX_PENDING)  # live events, worked by the sender
+        self.jobs: deque = deque()  # replays and catch-ups, also worked by the sender
+        self.wakeup = asyncio.Event()
         await self.accept(subprotocol=subprotocol)
+        self.sender = asyncio.ensure_future(self._send_events())
         self.watchdog = asyncio.ensure_future(self._recheck())
 
     async def dispatch(self, message: dict) -> None:
         # Channels closes stale database connections before every handler, a hop to the
-        # database thread for each message: for every live event, once per subscriber. The
-        # event path needs no database unless it fills a gap, and database_sync_to_async
-        # closes stale connections itself then.
+        # database thread; stream events need no database here (the sender fills gaps
+        # through database_sync_to_async, which closes stale connections itself).
         if message["type"] == "stream.event":
             await self.stream_event(message)
         else:
             await super().dispatch(message)
 
     async def disconnect(self, code: int) -> None:
-        watchdog = getattr(self, "watchdog", None)
-        if watchdog is not None:
-            watchdog.cancel()
+        for name in ("watchdog", "sender"):
+            task = getattr(self, name, None)
+            if task is not None:
+                task.cancel()
         for stream in list(getattr(self, "streams", {})):
-            await self.channel_layer.group_discard(event_store.group_name(stream), self.channel_name)
+            await self.fanout.leave(stream, self)
+        self.streams = {}
 
     async def _recheck(self) -> None:
-        """Close the connection once its credentials stop being valid (revoked, expired)."""
+        """Close the connection once its credentials stop being valid (revoked, expired);
+        have quiet subscriptions that are behind their stream catch up from storage."""
         try:
             while True:
                 await asyncio.sleep(RECHECK_SECONDS)
                 if not await _credentials_valid(self.principal):
                     await self.close(code=CLOSE_UNAUTHORIZED)
                     return
+                try:
+                    await self._check_tails()
+                except Exception:
+                    logger.warning("checking the streams' heads failed", exc_info=True)
         except asyncio.CancelledError:
             pass
+
+    async def _check_tails(self) -> None:
+        """The layer may drop a stream's last events (nothing comes after them to show the
+        gap): a live subscription that made no progress since the previous check and is
+        behind its stream's stored head reads the rest from storage."""
+        quiet = []
+        for subscription in self.subscriptions.values():
+            if subscription.live and subscription.last_sequence == subscription.checked_sequence:
+                quiet.append(subscription)
+            subscription.checked_sequence = subscription.last_sequence
+        if not quiet:
+            return
+        heads = await _stream_heads({subscription.stream for subscription in quiet})
+        behind = [s for s in quiet if heads.get(s.stream, 0) > s.last_sequence]
+        if behind:
+            self._schedule(lambda: self._catch_up(behind))
 
     # --- Incoming messages --------------------------------------------------------------------
 
@@ -360,22 +398,23 @@ class EventsConsumer(AsyncWebsocketConsumer):
             raise RpcError(403, "The target does not exist or you may not read it.") from None
         subscription = Subscription(scope, scope_id, target, target_id, stream, types, spec.render)
         async with self.lock:
-            self.subscriptions[key] = subscription
             if stream not in self.streams:
-                self.streams[stream] = set()
                 # Join first: whatever is published from now on is held, not missed.
-                await self.channel_layer.group_add(event_store.group_name(stream), self.channel_name)
+                await self.fanout.join(stream, self)
+                self.streams[stream] = set()
+            self.subscriptions[key] = subscription
             self.streams[stream].add(key)
         if since is None:
             subscription.last_sequence = await database_sync_to_async(_last_sequence)(stream)
+            replay = []
         else:
             subscription.last_sequence = since
-            for event in await database_sync_to_async(_stored_after)(stream, since):
-                await self._deliver(subscription, event)
-        async with self.lock:
-            held, subscription.held, subscription.live = subscription.held, [], True
-        for event in held:
-            await self._deliver(subscription, event)
+            replay = await database_sync_to_async(_stored_after)(stream, since)
+        # The sender sends the replay, then what was held meanwhile, then goes live; the
+        # answer comes after the replayed events.
+        done = asyncio.get_running_loop().create_future()
+        self._schedule(lambda: self._go_live(subscription, replay, done))
+        await done
         return {}
 
     async def _remove(self, params: dict) -> dict:
@@ -389,14 +428,60 @@ class EventsConsumer(AsyncWebsocketConsumer):
             keys.discard(key)
             if not keys:
                 self.streams.pop(subscription.stream, None)
-                await self.channel_layer.group_discard(event_store.group_name(subscription.stream), self.channel_name)
+                await self.fanout.leave(subscription.stream, self)
         return {}
 
     # --- Outgoing events ------------------------------------------------------------------------
 
+    def enqueue(self, event: dict) -> None:
+        """A live event of one of this connection's streams (from the process's fan-out)."""
+        self.pending.append(event)  # a full queue drops its oldest: gaps are filled from storage
+        self.wakeup.set()
+
     async def stream_event(self, message: dict) -> None:
-        """A live event from the channel layer (blobs.events.publish)."""
-        event = message["event"]
+        """A live event sent to this consumer's own channel (the fan-out uses its own)."""
+        self.enqueue(message["event"])
+
+    def _schedule(self, job: Callable) -> None:
+        self.jobs.append(job)
+        self.wakeup.set()
+
+    async def _send_events(self) -> None:
+        """The connection's sender: every event it sends, in order, goes through here."""
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.jobs or self.pending:
+                try:
+                    if self.jobs:
+                        await self.jobs.popleft()()
+                    else:
+                        await self._live(self.pending.popleft())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.warning("sending events on a WebSocket failed", exc_info=True)
+
+    async def _go_live(self, subscription: Subscription, replay: list[dict], done: asyncio.Future) -> None:
+        try:
+            if self.subscriptions.get(subscription.key) is not subscription:
+                return  # removed meanwhile
+            for event in replay:
+                await self._deliver(subscription, event)
+            while subscription.held:
+                await self._in_order(subscription, subscription.held.popleft())
+            subscription.live = True
+        finally:
+            if not done.done():
+                done.set_result(None)
+
+    async def _catch_up(self, subscriptions: list[Subscription]) -> None:
+        for subscription in subscriptions:
+            if self.subscriptions.get(subscription.key) is subscription and subscription.live:
+                for event in await database_sync_to_async(_stored_after)(subscription.stream, subscription.last_sequence):
+                    await self._deliver(subscription, event)
+
+    async def _live(self, event: dict) -> None:
         for key in list(self.streams.get(event["stream"], ())):
             subscription = self.subscriptions.get(key)
             if subscription is None:
@@ -404,15 +489,18 @@ class EventsConsumer(AsyncWebsocketConsumer):
             if not subscription.live:
                 subscription.held.append(event)
                 continue
-            if event["sequence"] > subscription.last_sequence + 1:
-                # A live event overtook an earlier one (or the layer dropped some):
-                # fill the gap from storage, where every event is before it is sent.
-                missing = await database_sync_to_async(_stored_between)(
-                    subscription.stream, subscription.last_sequence, event["sequence"]
-                )
-                for earlier in missing:
-                    await self._deliver(subscription, earlier)
-            await self._deliver(subscription, event)
+            await self._in_order(subscription, event)
+
+    async def _in_order(self, subscription: Subscription, event: dict) -> None:
+        if event["sequence"] > subscription.last_sequence + 1:
+            # A live event overtook an earlier one (or the layer dropped some):
+            # fill the gap from storage, where every event is before it is sent.
+            missing = await database_sync_to_async(_stored_between)(
+                subscription.stream, subscription.last_sequence, event["sequence"]
+            )
+            for earlier in missing:
+                await self._deliver(subscription, earlier)
+        await self._deliver(subscription, event)
 
     async def _deliver(self, subscription: Subscription, event: dict) -> None:
         if event["sequence"] <= subscription.last_sequence:
@@ -421,6 +509,117 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if subscription.types is not None and event["type"] not in subscription.types:
             return
         await self.send(text_data=_notification(subscription, event))
+
+
+# --- One channel-layer subscription per process and stream ---------------------------------------
+
+
+class _Fanout:
+    """The live events of this process's connections: one channel of the channel layer joins
+    each stream's group once, and each event goes onto the queue of every local subscriber.
+
+    Joining and leaving take turns (the group's membership in the layer must match
+    `members`). The receiving task runs while any stream has members.
+    """
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.members: dict[str, set[EventsConsumer]] = {}
+        self.lock = asyncio.Lock()
+        self.channel: str | None = None
+        self.task: asyncio.Task | None = None
+
+    async def join(self, stream: str, consumer: EventsConsumer) -> None:
+        """Returns once whatever is published to the stream from now on reaches the consumer."""
+        async with self.lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel()
+                self.task = asyncio.ensure_future(self._receive(self.channel))
+            if stream not in self.members:
+                await self.layer.group_add(event_store.group_name(stream), self.channel)
+                self.members[stream] = set()
+            self.members[stream].add(consumer)
+
+    async def leave(self, stream: str, consumer: EventsConsumer) -> None:
+        async with self.lock:
+            members = self.members.get(stream)
+            if members is None or consumer not in members:
+                return
+            members.discard(consumer)
+            if members:
+                return
+            del self.members[stream]
+            channel = self.channel
+            if not self.members:
+                self.task.cancel()
+                self.channel, self.task = None, None
+            try:
+                await self.layer.group_discard(event_store.group_name(stream), channel)
+            except Exception:  # the layer forgets stale members on its own
+                logger.warning("could not leave the group of %s", stream, exc_info=True)
+
+    async def _receive(self, channel: str) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Whatever was lost meanwhile, the subscribers fill in from storage.
+                logger.warning("receiving live events failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            event = message.get("event") if message.get("type") == "stream.event" else None
+            if event is None:
+                continue
+            for consumer in list(self.members.get(event["stream"], ())):
+                consumer.enqueue(event)
+
+
+_fanouts: dict[tuple, _Fanout] = {}
+
+
+def _fanout(layer) -> _Fanout:
+    """The fan-out of this event loop and channel layer."""
+    loop = asyncio.get_running_loop()
+    fanout = _fanouts.get((loop, layer))
+    if fanout is None:
+        for old in [key for key in _fanouts if key[0].is_closed()]:
+            del _fanouts[old]
+        fanout = _fanouts[(loop, layer)] = _Fanout(layer)
+    return fanout
+
+
+# --- Stream heads, shared by the connections of a process -----------------------------------------
+
+_heads: dict[str, tuple[float, int]] = {}  # stream -> (when read, last stored sequence)
+_reading_heads: dict[str, float] = {}  # stream -> when a connection started reading it
+
+
+async def _stream_heads(streams: set[str]) -> dict[str, int]:
+    """The last stored sequence of each stream, read at most RECHECK_SECONDS / 2 ago by any
+    connection of this process (streams another connection is reading keep their last value)."""
+    now = time.monotonic()
+    stale = [
+        stream
+        for stream in streams
+        if (stream not in _heads or now - _heads[stream][0] >= RECHECK_SECONDS / 2)
+        and now - _reading_heads.get(stream, -60.0) >= 30
+    ]
+    if stale:
+        for stream in stale:
+            _reading_heads[stream] = now
+        try:
+            found = await database_sync_to_async(_last_sequences)(stale)
+        finally:
+            for stream in stale:
+                _reading_heads.pop(stream, None)
+        if len(_heads) >= 10_000:
+            _heads.clear()
+        read_at = time.monotonic()
+        for stream in stale:
+            _heads[stream] = (read_at, found.get(stream, 0))
+    return {stream: _heads[stream][1] for stream in streams if stream in _heads}
 
 
 # The text of a notification, made once per event and target and shared by the consumers
@@ -462,6 +661,12 @@ def _stored_after(stream: str, since: int) -> list[dict]:
 def _stored_between(stream: str, after: int, before: int) -> list[dict]:
     rows = Event.objects.filter(stream=stream, sequence__gt=after, sequence__lt=before).order_by("sequence")[:MAX_REPLAY]
     return [event_store.render(event) for event in rows]
+
+
+def _last_sequences(streams: list[str]) -> dict[str, int]:
+    from blobs.models import EventStream
+
+    return dict(EventStream.objects.filter(name__in=streams).values_list("name", "last_sequence"))
 
 
 def _last_sequence(stream: str) -> int:
