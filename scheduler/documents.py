@@ -48,7 +48,8 @@ def problems_of(document: dict) -> list[Problem]:
         problem("repeat", "Must be one_time or recurring_cron.")
     elif repeat == "recurring_cron":
         try:
-            timing.parse_cron(document.get("cron_expression"))
+            if timing.never_fires(timing.parse_cron(document.get("cron_expression"))):
+                problem("cron_expression", "The cron expression names no date that exists.")
         except timing.ScheduleError as exc:
             problem("cron_expression", str(exc))
     elif tz is not None:

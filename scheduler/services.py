@@ -17,7 +17,6 @@ from scheduler.models import ActiveSchedule, Firing
 logger = logging.getLogger("blobhub.scheduler")
 
 MAX_RECORDED_MISSES = 100
-TICK_BATCH = 500
 
 
 def schedule_path(schedule_id) -> str:
@@ -83,60 +82,127 @@ def _uuid(value):
 
 
 def tick(now: datetime | None = None) -> int:
-    """Fire every due schedule once; returns how many firings were handled.
+    """Fire every due schedule once; returns how many due schedules were handled.
 
-    Due rows are locked with SKIP LOCKED, so concurrent ticks share the work; the unique
-    (schedule, scheduled_for) firing record makes a second firing impossible anyway.
+    Each due schedule is claimed and fired in a transaction of its own: its row is locked
+    with SKIP LOCKED (so concurrent ticks share the work and never wait on each other),
+    its firing is recorded under the unique (schedule, scheduled_for) constraint (so a
+    second firing is impossible anyway), its execution is started and its next fire time
+    stored, and the commit makes all of that visible at once. Short transactions hold one
+    schedule row and one event stream at a time: no lock-order deadlocks between ticks,
+    and each execution is enqueued as soon as it is fired, not at the end of a batch.
     The work is proportional to the due schedules: one indexed range on next_fire_at.
     """
     now = now or timezone.now()
     handled = 0
+    memo = _Memo()
+    failed: list[int] = []  # rows that raised: left for the next tick, not retried in this one
     while True:
-        with transaction.atomic():
-            due = list(
-                ActiveSchedule.objects.select_for_update(skip_locked=True)
-                .filter(next_fire_at__lte=now)
-                .order_by("next_fire_at")[:TICK_BATCH]
-            )
-            for schedule in due:
-                _fire(schedule, now)
-        handled += len(due)
-        if len(due) < TICK_BATCH:
-            return handled
+        schedule = None
+        try:
+            with transaction.atomic():
+                schedule = _next_due(now, failed)
+                if schedule is None:
+                    return handled
+                _fire(schedule, now, memo)
+            handled += 1
+        except Exception:
+            if schedule is None:
+                raise  # the database itself failed: the next tick tries again
+            logger.exception("firing schedule %s failed; the next tick retries it", schedule.schedule_id)
+            failed.append(schedule.id)
 
 
-def _fire(schedule: ActiveSchedule, now: datetime) -> None:
+def due_count(now: datetime | None = None, limit: int = 10_000) -> int:
+    """How many schedules are due (at most `limit`): an index range, for spreading the work."""
+    now = now or timezone.now()
+    return ActiveSchedule.objects.filter(next_fire_at__lte=now).values("id")[:limit].count()
+
+
+def _next_due(now: datetime, failed: list[int]) -> ActiveSchedule | None:
+    due = ActiveSchedule.objects.select_for_update(skip_locked=True).filter(next_fire_at__lte=now)
+    if failed:
+        due = due.exclude(id__in=failed)
+    return due.order_by("next_fire_at").first()
+
+
+class _Memo:
+    """Per tick: the owner's principal and the target revision, resolved once per owner and target.
+
+    Many schedules share an owner and a target; resolving them (a handful of queries each)
+    once per tick keeps a tick's cost per firing down. Access is still checked on every
+    tick, and the workflow engine checks it again when it creates each execution.
+    """
+
+    def __init__(self):
+        self.principals: dict[str, object] = {}
+        self.revisions: dict[tuple, object] = {}
+
+    def principal(self, document: dict):
+        key = json.dumps(document.get("_owner") or {}, sort_keys=True)
+        if key not in self.principals:
+            self.principals[key] = documents.owner_of(document)
+        return self.principals[key]
+
+    def revision(self, principal, target: dict):
+        where = target["target"]
+        key = (id(principal), where["org"], where["blob"], where["revision"])
+        if key not in self.revisions:
+            self.revisions[key] = documents.target_revision(principal, target)  # failures are not kept
+        return self.revisions[key]
+
+
+def _fire(schedule: ActiveSchedule, now: datetime, memo: "_Memo | None" = None) -> None:
     document = schedule.document
-    scheduled_for = schedule.next_fire_at
-    following, missed = _following(document, scheduled_for, now)
+    moments, following, unrecorded = _occurrences(document, schedule.next_fire_at, now)
     grace = timedelta(seconds=settings.SCHEDULER_GRACE_SECONDS)
-    for moment in missed:
-        _record(schedule, moment, Firing.Status.SKIPPED, {"reason": "missed: the scheduler was not running at that time"})
-    lateness = now - scheduled_for
+    *missed, latest = moments
+    fired: list[tuple[Firing, str, dict]] = []
+    for index, moment in enumerate(missed):
+        reason = "missed: the scheduler was not running at that time"
+        if unrecorded and index == len(missed) - 1:
+            reason += f"; the occurrences after it up to {latest.isoformat()} were missed too, not recorded one by one"
+        _record(schedule, moment, Firing.Status.SKIPPED, {"reason": reason}, fired)
+    lateness = now - latest
     if lateness > grace:
-        _record(schedule, scheduled_for, Firing.Status.SKIPPED, {
-            "reason": f"missed: {lateness.total_seconds():.0f} s late, past the grace of {grace.total_seconds():.0f} s",
-        })
+        reason = f"missed: {lateness.total_seconds():.0f} s late, past the grace of {grace.total_seconds():.0f} s"
+        _record(schedule, latest, Firing.Status.SKIPPED, {"reason": reason}, fired)
     elif document.get("overlap") == "skip" and _previous_running(schedule):
-        _record(schedule, scheduled_for, Firing.Status.SKIPPED, {"reason": "the previous execution is still running"})
+        _record(schedule, latest, Firing.Status.SKIPPED, {"reason": "the previous execution is still running"}, fired)
     else:
-        _invoke(schedule, scheduled_for)
+        _invoke(schedule, latest, memo or _Memo(), fired)
     state = ActiveSchedule.State.COMPLETED if document["repeat"] == "one_time" else schedule.state
-    ActiveSchedule.objects.filter(id=schedule.id).update(next_fire_at=following, state=state, last_execution_id=schedule.last_execution_id)
+    ActiveSchedule.objects.filter(id=schedule.id).update(
+        next_fire_at=following, state=state, last_execution_id=schedule.last_execution_id
+    )
+    # Last: the event counter of the scheduler blob's stream stays locked until the commit, and
+    # every schedule of the blob announces on it; the shorter that is, the less ticks queue.
+    for firing, status, result in fired:
+        _announce(schedule, firing, status, result)
 
 
-def _following(document: dict, scheduled_for: datetime, now: datetime) -> tuple[datetime | None, list[datetime]]:
-    """The next firing after `now`, and the occurrences strictly between that were missed."""
+def _occurrences(
+    document: dict, scheduled_for: datetime, now: datetime
+) -> tuple[list[datetime], datetime | None, bool]:
+    """The occurrences from `scheduled_for` up to `now`, the next one after `now`, and whether some were not listed.
+
+    After a long downtime only the first MAX_RECORDED_MISSES are listed one by one; the list
+    then resumes at the grace window, so that the latest occurrence (the one that may still
+    fire) is always last.
+    """
     if document["repeat"] == "one_time":
-        return None, []
+        return [scheduled_for], None, False
     spec, tz = timing.parse_cron(document["cron_expression"]), timing.zone(document["timezone"])
-    missed: list[datetime] = []
+    grace_start = now - timedelta(seconds=settings.SCHEDULER_GRACE_SECONDS)
+    moments, unrecorded = [scheduled_for], False
     moment = timing.next_cron_fire(spec, tz, scheduled_for)
-    while moment is not None and moment <= now:
-        if len(missed) < MAX_RECORDED_MISSES:
-            missed.append(moment)
-        moment = timing.next_cron_fire(spec, tz, moment if len(missed) < MAX_RECORDED_MISSES else now)
-    return _within_window(document, moment), [m for m in missed if _within_window(document, m)]
+    while moment is not None and moment <= now and _within_window(document, moment):
+        moments.append(moment)
+        moment = timing.next_cron_fire(spec, tz, moment)
+        if len(moments) >= MAX_RECORDED_MISSES and moment is not None and moment < grace_start:
+            unrecorded = True  # resume at the grace window: the latest occurrence is always listed
+            moment = timing.next_cron_fire(spec, tz, grace_start - timedelta(microseconds=1))
+    return moments, _within_window(document, moment), unrecorded
 
 
 def _previous_running(schedule: ActiveSchedule) -> bool:
@@ -147,28 +213,28 @@ def _previous_running(schedule: ActiveSchedule) -> bool:
     ).exists()
 
 
-def _invoke(schedule: ActiveSchedule, scheduled_for: datetime) -> None:
+def _invoke(schedule: ActiveSchedule, scheduled_for: datetime, memo: _Memo, fired: list) -> None:
     """Claim the firing, then start the execution on behalf of the schedule's owner."""
     firing = _claim(schedule, scheduled_for)
     if firing is None:
         return  # fired already (another tick, a retried one): exactly once
-    status, result = _start_execution(schedule)
+    status, result = _start_execution(schedule, memo)
     Firing.objects.filter(id=firing.id).update(status=status, result=result)
-    _announce(schedule, firing, status, result)
+    fired.append((firing, status, result))
 
 
-def _start_execution(schedule: ActiveSchedule) -> tuple[str, dict]:
+def _start_execution(schedule: ActiveSchedule, memo: _Memo) -> tuple[str, dict]:
     from workflows.services.executions import execution_create
     from workflows.services.sessions import session_create, session_get
 
     document = schedule.document
     target = document["invocation_target"]
-    principal = documents.owner_of(document)
     try:
         with transaction.atomic():
+            principal = memo.principal(document)
             if principal.user is None:
                 raise AccessDenied()
-            revision = documents.target_revision(principal, target)
+            revision = memo.revision(principal, target)
             session_ref = target["target"].get("session")
             session = (
                 session_get(revision, session_ref)
@@ -186,6 +252,12 @@ def _start_execution(schedule: ActiveSchedule) -> tuple[str, dict]:
         return Firing.Status.ACCESS_ERROR, {"error": {"code": exc.code, "message": exc.message}}
     except ApplicationError as exc:
         return Firing.Status.INVOCATION_ERROR, {"error": {"code": exc.code, "message": exc.message}}
+    except Exception:
+        # The engine crashed on this target: its writes are rolled back with the savepoint,
+        # the firing is recorded (not retried), and the tick goes on with the others.
+        logger.exception("starting the execution of schedule %s failed", schedule.schedule_id)
+        error = {"code": "internal_error", "message": "The execution could not be started."}
+        return Firing.Status.INVOCATION_ERROR, {"error": error}
     schedule.last_execution_id = execution.id
     return Firing.Status.SUCCESS, {"execution_id": str(execution.id)}
 
@@ -206,10 +278,10 @@ def _claim(schedule: ActiveSchedule, scheduled_for: datetime, status: str = Firi
         return None
 
 
-def _record(schedule: ActiveSchedule, scheduled_for: datetime, status: str, result: dict) -> None:
+def _record(schedule: ActiveSchedule, scheduled_for: datetime, status: str, result: dict, fired: list) -> None:
     firing = _claim(schedule, scheduled_for, status, result)
     if firing is not None:
-        _announce(schedule, firing, status, result)
+        fired.append((firing, status, result))
 
 
 def _announce(schedule: ActiveSchedule, firing: Firing, status: str, result: dict) -> None:

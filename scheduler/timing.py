@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 MAX_LOOKAHEAD_YEARS = 5
 
@@ -118,23 +118,43 @@ def place(naive: datetime, tz: ZoneInfo) -> datetime:
 
 
 def next_cron_fire(spec: CronSpec, tz: ZoneInfo, after: datetime) -> datetime | None:
-    """The first firing strictly after the UTC instant `after`, or None within the lookahead."""
+    """The first firing strictly after the UTC instant `after`, or None (none within the lookahead, or ever).
+
+    The search starts at the wall-clock time of `after`: no earlier wall time can be placed
+    after `after` (a time in a gap lands on the transition, which is after `after` only if
+    the whole gap is; a repeated time lands on its first occurrence, which is before any
+    `after` in its second one).
+    """
     local_after = after.astimezone(tz).replace(tzinfo=None)
-    # Start an hour back on the wall clock: a gap can map earlier wall times after `after`.
-    iterator = croniter(spec.expression, local_after - timedelta(hours=3), day_or=True)
-    limit = after + timedelta(days=366 * MAX_LOOKAHEAD_YEARS)
-    for _ in range(200_000):
-        naive = iterator.get_next(datetime)
-        if spec.years is not None and naive.year not in spec.years:
-            if naive.year > max(spec.years):
+    limit = None if spec.years is not None else after + timedelta(days=366 * MAX_LOOKAHEAD_YEARS)
+    try:
+        iterator = croniter(spec.expression, local_after, day_or=True)
+        for _ in range(200_000):
+            naive = iterator.get_next(datetime)
+            if spec.years is not None and naive.year not in spec.years:
+                later = [year for year in spec.years if year > naive.year]
+                if not later:
+                    return None
+                # Jump to the next year the AWS year field allows, not minute by minute.
+                iterator = croniter(spec.expression, datetime(min(later), 1, 1) - timedelta(seconds=1), day_or=True)
+                continue
+            instant = place(naive, tz)
+            if limit is not None and instant > limit:
                 return None
-            continue
-        instant = place(naive, tz)
-        if instant > limit:
-            return None
-        if instant > after:
-            return instant
+            if instant > after:
+                return instant
+    except CroniterBadDateError:  # a date that never comes (e.g. 30 February)
+        return None
     return None
+
+
+def never_fires(spec: CronSpec) -> bool:
+    """Whether the day fields can never match (e.g. `0 0 30 2 *`): croniter finds no date."""
+    try:
+        croniter(spec.expression, datetime(2000, 1, 1), day_or=True).get_next(datetime)
+    except CroniterBadDateError:
+        return True
+    return False
 
 
 def one_time_fire(invocation_time: str, tz: ZoneInfo) -> datetime:

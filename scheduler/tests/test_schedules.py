@@ -189,3 +189,39 @@ def test_bad_schedules_are_refused_at_write(setup):
                           cron_expression="0 12 ? * 2-6 2030", timezone="UTC")
     assert aws.status_code == 200
     assert channel.query("list_schedules").json()["schedules"][0]["cron_expression"] == "0 12 ? * 2-6 2030"
+
+
+def test_commit_refuses_a_schedule_whose_target_no_longer_resolves(setup):
+    client, org, channel = setup
+    create(channel, org, repeat="recurring_cron", cron_expression="0 * * * *", timezone="UTC")
+    renamed = client.patch(f"/v1/blobs/{org.alias}/target-flows", {"alias": "renamed-flows"}, format="json")
+    assert renamed.status_code == 200, renamed.json()
+    operation_id = client.post(f"/v1/revisions/{channel.revision_id}/commit", {}, format="json").json()["operation_id"]
+    operation = client.get(f"/v1/operations/{operation_id}").json()["operation"]
+    assert operation["status"] == "failed"
+    assert operation["error"]["code"] == "validation_failed"
+    assert any(item["path"].endswith(".invocation_target") for item in operation["error"]["details"])
+    assert not ActiveSchedule.objects.exists()
+
+
+def test_a_cron_that_names_no_real_date_is_refused(setup):
+    client, org, channel = setup
+    answer = channel.command("create_schedule", invocation_target=target(org), repeat="recurring_cron",
+                             cron_expression="0 0 30 2 *", timezone="UTC")
+    assert answer.status_code == 400
+    assert [item["path"] for item in answer.json()["details"]] == ["cron_expression"]
+
+
+def test_a_one_time_schedule_fires_once_and_completes(setup):
+    client, org, channel = setup
+    once = create(channel, org, repeat="one_time", invocation_time="2030-03-10T02:30:00", timezone="America/New_York")
+    commit(client, channel)
+    due = ActiveSchedule.objects.get().next_fire_at
+    assert due == datetime(2030, 3, 10, 7, 0, tzinfo=UTC)  # 02:30 does not exist that night: 03:00 EDT
+    assert services.tick(now=due + timedelta(seconds=1)) == 1
+    assert services.tick(now=due + timedelta(hours=1)) == 0
+    firing = Firing.objects.get(schedule_id=once["id"])
+    assert firing.status == "success"
+    assert Execution.objects.get(id=firing.result["execution_id"]).status == "completed"
+    assert channel.query("get_schedule", schedule_id=once["id"]).json()["schedule"]["state"] == "completed"
+    assert ActiveSchedule.objects.get().next_fire_at is None
