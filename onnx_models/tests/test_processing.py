@@ -316,3 +316,27 @@ def test_strings_that_are_not_utf8_are_described_or_refused_not_crashed_on(tmp_p
     with pytest.raises(processing.Refused) as refused:
         processing.parse(path)
     assert refused.value.reason == "checker_failed"
+
+
+@pytest.mark.parametrize("damage", ["crc", "size", "body"])
+def test_a_damaged_gzip_stream_is_not_a_tar(tmp_path, settings, damage):
+    plain_tar = io.BytesIO()
+    with tarfile.open(fileobj=plain_tar, mode="w") as tar:
+        model = affine_model(padding=100_000)
+        info = tarfile.TarInfo("model.onnx")
+        info.size = len(model)
+        tar.addfile(info, io.BytesIO(model))
+    # 1.5 MiB of zero blocks after the tar's end: the gzip trailer is past what reading the
+    # member and looking for another one decompresses; it is read for itself.
+    data = bytearray(gzip.compress(plain_tar.getvalue() + bytes(1536 * 1024), compresslevel=1))
+    if damage == "crc":
+        data[-8] ^= 0xFF
+    elif damage == "size":
+        data[-1] ^= 0xFF
+    else:
+        data[len(data) // 3] ^= 0xFF
+    (tmp_path / "model.tar.gz").write_bytes(bytes(data))
+    (tmp_path / "model").mkdir()
+    with pytest.raises(processing.Refused) as refused:
+        processing.extract(tmp_path / "model.tar.gz", tmp_path / "model")
+    assert refused.value.reason == "not_tar"
