@@ -358,23 +358,23 @@ class LayerProbe:
         from channels_redis.core import RedisChannelLayer
 
         layer = RedisChannelLayer(hosts=[{"address": self.redis_url, "socket_timeout": 15}])
-        try:
-            channel = await layer.new_channel()
-            await layer.group_add(self.group, channel)
-            self.ready.set()
+
+        async def listen(channel: str) -> None:
             while True:
-                left = self.deadline - time.monotonic()
-                if left <= 0:
-                    return
-                try:
-                    message = await asyncio.wait_for(layer.receive(channel), min(left, 1.0))
-                except asyncio.TimeoutError:
-                    continue
+                message = await layer.receive(channel)  # no timeout per receive: a cancelled one may drop a message
                 now = time.time()
                 event = message["event"]
                 self.arrivals.setdefault(event["sequence"], now)
                 if event["type"] == "flow.exited":
                     return
+
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add(self.group, channel)
+            self.ready.set()
+            await asyncio.wait_for(listen(channel), max(0.1, self.deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            self.error = "no flow.exited before the deadline"
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             self.ready.set()
