@@ -194,7 +194,7 @@ def get_once(client: httpx.Client, source: Path, blob_id: str, size: int) -> tup
     received = 0
     with client.stream("GET", f"/api/v1/blobs/{blob_id}", headers={"Accept": "application/octet-stream"}) as answer:
         answer.raise_for_status()
-        for chunk in answer.iter_raw(CHUNK):
+        for chunk in answer.iter_raw():
             received += len(chunk)
     seconds = time.perf_counter() - start
     if received != size:

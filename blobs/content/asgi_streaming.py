@@ -8,7 +8,9 @@
 2. Responses paced by the connection. Daphne writes every body message into Twisted's
    send buffer at once, so a download to a client slower than the disk piles up in
    memory. Here a response body message waits while Twisted reports the connection's
-   buffer full (the IPushProducer pause/resume it gives producers).
+   buffer full (the IPushProducer pause/resume it gives producers). Twisted resumes a
+   producer only once the buffer is empty, so the buffer is allowed SEND_BUFFER bytes
+   (not its default 64 KiB): the socket keeps busy while the application catches up.
 3. A response that fails half-way is cut off. When the application raises after the
    headers went out (a download whose object turns out corrupted), daphne tries to
    start a 500 response, cannot, and leaves the connection open: the client waits for
@@ -37,6 +39,7 @@ logger = logging.getLogger("blobhub.daphne")
 STREAM_ABOVE = 1024 * 1024
 CHUNK = 1024 * 1024
 RESPONSE_MESSAGE_BYTES = 1024 * 1024
+SEND_BUFFER = 4 * 1024 * 1024
 
 
 class SpooledBodyQueue(asyncio.Queue):
@@ -146,6 +149,8 @@ def _send_window(protocol, message: dict) -> SendWindow | None:
     if window is None and protocol.producer is None:
         window = SendWindow()
         protocol.registerProducer(window, True)
+        if getattr(protocol, "transport", None) is not None:
+            protocol.transport.bufferSize = SEND_BUFFER
     return window
 
 

@@ -10,6 +10,7 @@ import asyncio
 import codecs
 import mimetypes
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ FILENAME_MAX = 255
 JSON_CONTENT_TYPE = "application/json"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 BINARY_CONTENT_TYPE = "application/octet-stream"
+READ_AHEAD = 4
 
 
 class Kind(models.TextChoices):
@@ -152,23 +154,24 @@ async def stream_async(held: HeldObject) -> AsyncIterator[bytes]:
     """`stream` for the ASGI handler: chunks are read and hashed in a worker thread.
 
     Django consumes a synchronous iterator whole before sending it under ASGI, which
-    would hold the object in memory. Here one chunk is read ahead: the thread reads and
-    hashes the next chunk while the server sends this one, so verification and sending
-    overlap, and memory stays at two chunks.
+    would hold the object in memory. Here READ_AHEAD chunks are read ahead: the thread
+    reads and hashes while the server sends, so verification and sending overlap, and
+    memory stays at a few chunks.
     """
     chunks = stream(held)
     done = object()
     loop = asyncio.get_running_loop()
-    # One thread of its own: reads run in order, and closing waits for a read in flight.
+    # One thread of its own runs the reads in order, and closing waits for reads in flight.
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blob-read")
-    pending = loop.run_in_executor(reader, next, chunks, done)
+    pending = deque(loop.run_in_executor(reader, next, chunks, done) for _ in range(READ_AHEAD))
     try:
-        while (chunk := await pending) is not done:
-            pending = loop.run_in_executor(reader, next, chunks, done)
+        while (chunk := await pending.popleft()) is not done:
+            pending.append(loop.run_in_executor(reader, next, chunks, done))
             yield chunk
     finally:
-        # An early close (the client left) abandons the read ahead; its outcome is moot.
-        pending.add_done_callback(lambda future: future.cancelled() or future.exception())
+        # An early close (the client left) abandons the reads ahead; their outcome is moot.
+        for future in pending:
+            future.add_done_callback(lambda future: future.cancelled() or future.exception())
         reader.submit(chunks.close)
         reader.shutdown(wait=False)
 

@@ -38,6 +38,7 @@ class FakeRequest:
 
     def __init__(self):
         self.channel = object()
+        self.transport = type("Transport", (), {"bufferSize": 64 * 1024})()
         self.producer = None
         self.registrations = []
 
@@ -66,6 +67,7 @@ async def test_response_bodies_wait_while_the_connection_buffer_is_full():
     await server.handle_reply(request, {"type": "http.response.body", "body": b"1", "more_body": True})
     window = request.producer
     assert isinstance(window, SendWindow) and request.registrations == [("register", True)]
+    assert request.transport.bufferSize == asgi_streaming.SEND_BUFFER, "room for a few chunks in flight"
 
     window.pauseProducing()  # Twisted: the send buffer is full
     blocked = asyncio.ensure_future(
