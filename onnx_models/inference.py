@@ -1,5 +1,7 @@
 """Inference with onnxruntime: one session per revision per process, bounded inputs and time."""
 
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -44,12 +46,36 @@ def session_for(revision: Revision):
     entry = model_entry(revision)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(store.read_bytes(entry.object), options, providers=["CPUExecutionProvider"])
+    session = _load(entry.object, options)
     with _lock:
         _sessions[key] = session
         while len(_sessions) > settings.ONNX_SESSION_CACHE_SIZE:
             _sessions.popitem(last=False)
     return session
+
+
+# Models larger than this are handed to onnxruntime as a file: given bytes, it holds them
+# and its own copy (a 1 GiB model peaked at 3.1 GiB; from a file, at 1.15 GiB).
+LOAD_FROM_FILE_ABOVE = 16 * 1024 * 1024
+
+
+def _load(obj, options):
+    """An onnxruntime session of a stored model, whose bytes are verified on the way."""
+    import onnxruntime
+
+    providers = ["CPUExecutionProvider"]
+    if obj.size <= LOAD_FROM_FILE_ABOVE:
+        return onnxruntime.InferenceSession(store.read_bytes(obj), options, providers=providers)
+    folder = settings.DATA_DIR / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, prefix="onnx-session-", suffix=".onnx")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in store.open_object(obj):  # a corrupted object raises before its end
+                out.write(chunk)
+        return onnxruntime.InferenceSession(name, options, providers=providers)
+    finally:
+        os.unlink(name)
 
 
 def _array(name: str, value: Any, meta) -> np.ndarray:

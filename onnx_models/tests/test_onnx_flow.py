@@ -53,7 +53,7 @@ async def _get_streamed(url: str) -> list[bytes]:
     return [chunk async for chunk in response.streaming_content]
 
 
-def test_a_model_goes_from_multipart_upload_to_inference_and_a_workflow(onnx_blob, settings):
+def test_a_model_goes_from_multipart_upload_to_inference_and_a_workflow(onnx_blob, settings, monkeypatch):
     client, org, channel = onnx_blob
     settings.ONNX_PART_BYTES = 5 * 1024 * 1024
     model = affine_model(padding=1_600_000)  # ~6.4 MB: the archive takes two parts
@@ -84,8 +84,12 @@ def test_a_model_goes_from_multipart_upload_to_inference_and_a_workflow(onnx_blo
     commit = client.post(f"/v1/revisions/{channel.revision_id}/commit", {}, format="json").json()["operation_id"]
     assert client.get(f"/v1/operations/{commit}").json()["operation"]["status"] == "completed"
 
+    from onnx_models import inference
+
+    monkeypatch.setattr(inference, "LOAD_FROM_FILE_ABOVE", 1024)  # onnxruntime reads this model from a file
     small = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
     answer = channel.query("infer", inputs={"x": {"dtype": "float32", "shape": [4, 3], "data": small.tolist()}})
+    assert not list((settings.DATA_DIR / "tmp").glob("onnx-session-*"))  # the file went with the load
     assert answer.status_code == 200, answer.json()
     expected = onnxruntime.InferenceSession(model).run(None, {"x": small})[0]
     got = np.array(answer.json()["outputs"]["y"]["data"], dtype=np.float32)
