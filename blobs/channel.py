@@ -72,7 +72,7 @@ def dispatch(*, principal: Principal, revision: Revision, mode: str, command: st
     if handler is None:
         raise unknown_command(command)
     role = policy.authorize_blob(principal, handler.needs, blob)
-    if handler is engine.commands.get(command) and policy.reads_as_public(principal, blob):
+    if (handler is engine.commands.get(command) or not handler.public) and policy.reads_as_public(principal, blob):
         # A public blob is only read by callers without a role on it, whatever a command declares.
         raise AccessDenied()
     if handler.writes_content:

@@ -36,6 +36,8 @@ class Handler:
     run: Callable[[Any, dict], dict]
     writes_content: bool = False
     needs: Role = Role.READ
+    # Whether callers who read the blob only because it is public may run this query.
+    public: bool = True
 
 
 @dataclass

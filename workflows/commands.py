@@ -450,6 +450,11 @@ def _read(run) -> Handler:
     return Handler(run, needs=Role.READ)
 
 
+def _private_read(run) -> Handler:
+    """Runtime reads (sessions, executions, objects): never for public readers."""
+    return Handler(run, needs=Role.READ, public=False)
+
+
 ENGINE = Engine(
     type="blobhub.compute.workflow",
     validate=validate_revision,
@@ -457,15 +462,15 @@ ENGINE = Engine(
         "list_definitions": _read(list_definitions),
         "download_definition": _read(download_definition),
         "check_definition": _read(check_definition),
-        "get_session": _read(get_session),
-        "list_sessions": _read(list_sessions),
-        "get_execution": _read(get_execution),
-        "list_executions": _read(list_executions),
-        "list_execution_events": _read(list_execution_events),
-        "list_session_events": _read(list_session_events),
-        "download_session_object": _read(download_session_object),
-        "list_session_objects": _read(list_session_objects),
-        "download_session_file": _read(download_session_file),
+        "get_session": _private_read(get_session),
+        "list_sessions": _private_read(list_sessions),
+        "get_execution": _private_read(get_execution),
+        "list_executions": _private_read(list_executions),
+        "list_execution_events": _private_read(list_execution_events),
+        "list_session_events": _private_read(list_session_events),
+        "download_session_object": _private_read(download_session_object),
+        "list_session_objects": _private_read(list_session_objects),
+        "download_session_file": _private_read(download_session_file),
     },
     commands={
         "create_definition": _write(create_definition),

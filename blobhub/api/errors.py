@@ -118,6 +118,9 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     if isinstance(exc, ApplicationError):
         body = error_body(exc.code, exc.message, exc.details, **exc.extra)
         return Response(body, status=exc.status, headers=exc.headers)
+    if isinstance(exc, RecursionError):
+        # The JSON parser gives up on absurdly deep nesting; that is the client's body, not a fault.
+        return Response(error_body("invalid_request_body", "The JSON body is nested too deeply."), status=400)
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge(_body_limit())
         return Response(error_body(exc.code, exc.message), status=exc.status)

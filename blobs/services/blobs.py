@@ -24,6 +24,11 @@ def render_blob_event(blob: Blob) -> dict:
 def blob_create(
     *, principal: Principal, org: Organization, alias: str, type: str, visibility: str, description: str
 ) -> Blob:
+    if visibility == Blob.Visibility.PUBLIC:
+        # Publishing is an admin's decision, at creation as on a later change.
+        from orgs.policy import authorize
+
+        authorize(principal, Role.ADMIN, org)
     limits.check("core.blobs_per_organization", Blob.objects.filter(org=org).count())
     if Blob.objects.filter(org=org, alias=alias).exists():
         raise _alias_in_use(alias)
@@ -72,7 +77,11 @@ def blob_update(*, principal: Principal, blob: Blob, changes: dict, if_match: st
     if alias and alias != blob.alias and Blob.objects.filter(org_id=blob.org_id, alias=alias).exists():
         raise _alias_in_use(alias)
     previous_default = blob.default_revision_id
-    versioned_update(blob, if_match, **updates)
+    try:
+        with transaction.atomic():
+            versioned_update(blob, if_match, **updates)
+    except IntegrityError:
+        raise _alias_in_use(alias) from None
     audit(principal, "blob.update", blob, org=blob.org, changes={k: str(v) for k, v in changes.items()})
     events.record(
         org_id=blob.org_id, stream=events.stream_name("org", blob.org_id), type="blob.updated", data=render_blob_event(blob)

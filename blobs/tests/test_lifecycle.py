@@ -245,3 +245,14 @@ def test_deleting_a_blob_with_committed_revisions_needs_admin(client_for, org, w
     admin = client_for(user=admin_user)
     assert admin.delete(f"/v1/blobs/{org.alias}/my-workflow").status_code == 200
     assert not Blob.objects.exists() and not ManifestEntry.objects.exists()
+
+
+def test_a_write_key_cannot_create_a_public_blob(api, org):
+    answer = api.post(f"/v1/orgs/{org.alias}/blobs", {"alias": "public-one", "type": "blobhub.compute.workflow", "visibility": "public"}, format="json")
+    assert answer.status_code == 403 and not Blob.objects.exists()
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(api, org):
+    body = '{"alias": "deep-blob", "type": "blobhub.compute.workflow", "description": ' + "[" * 5000 + "]" * 5000 + "}"
+    answer = api.post(f"/v1/orgs/{org.alias}/blobs", data=body, content_type="application/json")
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request_body"

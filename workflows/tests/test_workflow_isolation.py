@@ -287,6 +287,9 @@ def test_a_public_blob_lets_anyone_read_its_snapshot_but_not_run_or_write(client
             403,
             "create_execution",
         )
+        # The owner's runtime (sessions, executions, their events and objects) stays private.
+        for query in ("list_sessions", "get_session", "list_executions", "list_session_events", "list_session_objects"):
+            assert_refused(published.query(query, session_id="x"), 403, query)
         assert_refused(Channel(reader, draft_id).query("list_definitions"), 403, "a draft of a public blob")
         assert_refused(
             Channel(reader, draft_id).command("upload_definition", alias="flow", definition=greeting("pwned")),
