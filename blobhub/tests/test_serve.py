@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -71,20 +72,39 @@ class Serve:
         return stop(self.process, sig=signal.SIGINT, timeout=STOP_TIMEOUT)
 
 
-@pytest.fixture
-def start_serve(tmp_path: Path) -> Iterator:
-    """Starts `manage.py serve` on one fresh data dir; whatever is still running is killed at the end."""
-    data_dir = tmp_path / "data"
-    started: list[Serve] = []
+@dataclass
+class FirstRun:
+    """What a newcomer sees on the first start and the first Ctrl-C."""
 
-    def start() -> Serve:
-        serve = Serve(data_dir)
-        started.append(serve)
-        return serve
+    data_dir: Path
+    lines: list[str]
+    key: str | None
+    users_me: httpx.Response | None
+    exit_status: int
+    output: str
 
-    yield start
-    for serve in started:
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> Iterator[FirstRun]:
+    """One first start on an empty data dir, stopped with Ctrl-C (starting costs seconds)."""
+    data_dir = tmp_path_factory.mktemp("serve") / "data"
+    serve = Serve(data_dir)
+    try:
+        lines = serve.lines_until_serving()
+        serve.wait_until_ready()
+        key = printed_key(lines)
+        users_me = serve.users_me(key) if key else None
+        exit_status = serve.interrupt()
+        yield FirstRun(data_dir, lines, key, users_me, exit_status, serve.output.text())
+    finally:
         stop(serve.process, sig=signal.SIGKILL, timeout=10)
+
+
+@pytest.fixture
+def restart(first_run) -> Iterator[Serve]:
+    serve = Serve(first_run.data_dir)
+    yield serve
+    stop(serve.process, sig=signal.SIGKILL, timeout=10)
 
 
 def printed_key(lines: list[str]) -> str | None:
@@ -94,41 +114,25 @@ def printed_key(lines: list[str]) -> str | None:
     return None
 
 
-def test_first_start_prints_a_write_key_that_answers_users_me_as_admin(start_serve):
-    serve = start_serve()
-    key = printed_key(serve.lines_until_serving())
-    assert key, f"no '{KEY_LINE}' line before the server started:\n{serve.output.text()}"
-    serve.wait_until_ready()
-
-    response = serve.users_me(key)
-
-    assert response.status_code == 200
-    body = response.json()
+def test_first_start_prints_a_write_key_that_answers_users_me_as_admin(first_run):
+    assert first_run.key, f"no '{KEY_LINE}' line before the server started:\n{first_run.output}"
+    assert first_run.users_me.status_code == 200
+    body = first_run.users_me.json()
     assert body["status"] == "success"
     assert body["user"]["alias"] == "admin"
 
 
-def test_ctrl_c_stops_serve_with_exit_status_zero(start_serve):
-    serve = start_serve()
-    serve.lines_until_serving()
-    serve.wait_until_ready()
-
-    assert serve.interrupt() == 0, serve.output.text()
+def test_ctrl_c_stops_serve_with_exit_status_zero(first_run):
+    assert first_run.exit_status == 0, first_run.output
 
 
-def test_a_restart_on_the_same_data_prints_no_new_key_and_the_old_key_still_works(start_serve):
-    first = start_serve()
-    key = printed_key(first.lines_until_serving())
-    assert key
-    first.wait_until_ready()
-    assert first.interrupt() == 0, first.output.text()
-
-    second = start_serve()
-    lines = second.lines_until_serving()
-    second.wait_until_ready()
+def test_a_restart_on_the_same_data_prints_no_new_key_and_the_old_key_still_works(first_run, restart):
+    assert first_run.key
+    lines = restart.lines_until_serving()
+    restart.wait_until_ready()
 
     assert printed_key(lines) is None, "\n".join(lines)
-    response = second.users_me(key)
+    response = restart.users_me(first_run.key)
     assert response.status_code == 200
     assert response.json()["user"]["alias"] == "admin"
-    assert second.interrupt() == 0, second.output.text()
+    assert restart.interrupt() == 0, restart.output.text()
