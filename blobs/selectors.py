@@ -3,20 +3,16 @@
 from django.db.models import QuerySet
 
 from blobhub.api.errors import AccessDenied, ApplicationError
-from blobhub.api.serializers import is_uuid
+from blobhub.api.serializers import is_uuid, ref_lookup
 from blobs import policy
 from blobs.models import Blob, Operation, Revision
 from orgs.models import Organization, Role
 from orgs.principal import Principal
 
 
-def _by_ref(ref: str) -> dict:
-    return {"id": ref} if is_uuid(ref) else {"alias": ref}
-
-
 def organization_for_blobs(org_ref: str) -> Organization:
     """The org named in a blob path; its blobs are then narrowed by blobs.policy."""
-    org = Organization.objects.filter(**_by_ref(org_ref)).first()
+    org = Organization.objects.filter(**ref_lookup(org_ref)).first()
     if org is None:
         raise AccessDenied()
     return org
@@ -29,10 +25,10 @@ def blob_list(principal: Principal, org: Organization, blob_type: str | None = N
 
 def blob_get(principal: Principal, org_ref: str, blob_ref: str, needs: Role = Role.READ) -> Blob:
     """The blob at `blobs/{org}/{blob}`; absent and forbidden are the same 403."""
-    lookup = {f"org__{key}": value for key, value in _by_ref(org_ref).items()}
+    lookup = {f"org__{key}": value for key, value in ref_lookup(org_ref).items()}
     blob = (
         Blob.objects.select_related("org")
-        .filter(**lookup, **_by_ref(blob_ref))
+        .filter(**lookup, **ref_lookup(blob_ref))
         .exclude(status=Blob.Status.DELETING)
         .first()
     )

@@ -3,7 +3,7 @@
 from django.db.models import QuerySet
 
 from blobhub.api.errors import AccessDenied
-from blobhub.api.serializers import is_uuid
+from blobhub.api.serializers import is_uuid, ref_lookup
 from orgs import policy
 from orgs.models import ApiKey, Credential, Membership, Organization, Role
 from orgs.principal import Principal
@@ -11,8 +11,7 @@ from orgs.principal import Principal
 
 def organization_get(principal: Principal, ref: str, needs: Role = Role.READ) -> Organization:
     """The org named by id or alias; absent and forbidden are the same 403."""
-    lookup = {"id": ref} if is_uuid(ref) else {"alias": ref}
-    org = policy.visible_organizations(principal).filter(**lookup).first()
+    org = policy.visible_organizations(principal).filter(**ref_lookup(ref)).first()
     if org is None:
         raise AccessDenied()
     policy.authorize(principal, needs, org)

@@ -54,11 +54,17 @@ def organization_update(
     return org
 
 
-@transaction.atomic
-def member_add(*, principal: Principal, org: Organization, user_id: str, role: str) -> Membership:
+def active_user(user_id: str) -> User:
+    """The active user a new membership (org or blob) names; a 400 on `user_id` otherwise."""
     user = User.objects.filter(id=user_id, is_active=True).first()
     if user is None:
         raise InvalidRequest("No active user has this id.", [{"path": "user_id", "message": "Unknown user."}])
+    return user
+
+
+@transaction.atomic
+def member_add(*, principal: Principal, org: Organization, user_id: str, role: str) -> Membership:
+    user = active_user(user_id)
     if Membership.objects.filter(org=org, user=user).exists():
         raise Conflict("member_exists", "The user is already a member; change the role with PATCH.")
     member = Membership.objects.create(org=org, user=user, role=role)

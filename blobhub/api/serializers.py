@@ -21,6 +21,11 @@ def is_uuid(value: str) -> bool:
     return True
 
 
+def ref_lookup(ref: str) -> dict:
+    """Filter kwargs for a path part: a value that parses as a UUID is an id, else an alias."""
+    return {"id": ref} if is_uuid(ref) else {"alias": ref}
+
+
 class StrictCharField(serializers.CharField):
     default_error_messages = {"not_a_string": "Must be a string."}
 

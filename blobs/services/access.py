@@ -2,19 +2,17 @@
 
 from django.db import transaction
 
-from blobhub.api.errors import Conflict, InvalidRequest
+from blobhub.api.errors import Conflict
 from blobhub.concurrency import versioned_update
 from blobs.models import Blob, BlobMember
 from orgs.audit import audit
-from orgs.models import User
+from orgs.services import active_user
 from orgs.principal import Principal
 
 
 @transaction.atomic
 def blob_member_add(*, principal: Principal, blob: Blob, user_id: str, role: str) -> BlobMember:
-    user = User.objects.filter(id=user_id, is_active=True).first()
-    if user is None:
-        raise InvalidRequest("No active user has this id.", [{"path": "user_id", "message": "Unknown user."}])
+    user = active_user(user_id)
     if BlobMember.objects.filter(blob=blob, user=user).exists():
         raise Conflict("member_exists", "The user is already a member of this blob; change the role with PATCH.")
     member = BlobMember.objects.create(org_id=blob.org_id, blob=blob, user=user, role=role)

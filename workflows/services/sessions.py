@@ -5,7 +5,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from blobhub.api.errors import AccessDenied, ApplicationError, Conflict
-from blobhub.api.serializers import is_uuid
+from blobhub.api.serializers import ref_lookup
 from blobs import store
 from blobs.models import Revision
 from orgs.principal import Principal
@@ -19,8 +19,7 @@ def session_get(revision: Revision, ref: Any) -> Session:
     """A session of the revision by id or alias; an absent one is a 403 like a forbidden one."""
     if not isinstance(ref, str) or not ref:
         raise AccessDenied()
-    lookup = {"id": ref} if is_uuid(ref) else {"alias": ref}
-    session = Session.objects.filter(revision=revision, **lookup).first()
+    session = Session.objects.filter(revision=revision, **ref_lookup(ref)).first()
     if session is None:
         raise AccessDenied()
     return session

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rest_framework.exceptions import ValidationError
 
 from blobhub.api.errors import ApplicationError
-from blobhub.api.serializers import is_uuid
+from blobhub.api.serializers import ref_lookup
 from orgs import services
 from orgs.models import Membership, Organization, Role
 from orgs.principal import Principal
@@ -17,8 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--description", default="")
 
     def handle(self, *args, org: str, role: str, description: str, **options) -> None:
-        lookup = {"id": org} if is_uuid(org) else {"alias": org}
-        organization = Organization.objects.filter(**lookup).first()
+        organization = Organization.objects.filter(**ref_lookup(org)).first()
         if organization is None:
             raise CommandError(f"No organization {org!r}.")
         # The key's creator (what `users/me` answers for it) is the org's first admin.
