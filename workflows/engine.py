@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from blobs import store
+from blobs import events, store
 from workflows import values
 from workflows.components.base import ComponentError, component_class
 from workflows.context import StepContext
@@ -40,10 +40,20 @@ def graph_for(execution: Execution) -> Graph:
     """The execution's graph; definitions are immutable objects, so they cache by hash."""
     sha256 = execution.definition_object_id
     if sha256 not in _graphs:
-        if len(_graphs) > 256:
-            _graphs.clear()
-        _graphs[sha256] = graph_of(json.loads(store.read_bytes(execution.definition_object)))
+        remember_graph(sha256, graph_of(json.loads(store.read_bytes(execution.definition_object))))
     return _graphs[sha256]
+
+
+def cached_graph(sha256: str) -> Graph | None:
+    """The graph of a definition object this process has already validated, if any."""
+    return _graphs.get(sha256)
+
+
+def remember_graph(sha256: str, graph: Graph) -> Graph:
+    if len(_graphs) > 256:
+        _graphs.clear()
+    _graphs[sha256] = graph
+    return graph
 
 
 # --- Starting -------------------------------------------------------------------------------
@@ -56,6 +66,7 @@ def begin(execution: Execution, inputs: dict[str, dict]) -> list[int]:
     """
     graph = graph_for(execution)
     now = timezone.now()
+    entries = []
     for cid in graph.entries():
         component = graph.components[cid]
         outputs = {}
@@ -64,17 +75,20 @@ def begin(execution: Execution, inputs: dict[str, dict]) -> list[int]:
             if typed is None and "value" in graph.config[cid]:
                 typed = values.wrap("any", graph.config[cid]["value"])
             outputs = {"value": typed} if typed is not None else {}
-        StepRun.objects.create(
-            org_id=execution.org_id,
-            execution=execution,
-            component_id=cid,
-            component_type=component["type"],
-            status=StepRun.Status.COMPLETED,
-            outputs=outputs,
-            started_at=now,
-            finished_at=now,
+        entries.append(
+            StepRun(
+                org_id=execution.org_id,
+                execution=execution,
+                component_id=cid,
+                component_type=component["type"],
+                status=StepRun.Status.COMPLETED,
+                outputs=outputs,
+                started_at=now,
+                finished_at=now,
+            )
         )
-    return advance(execution)
+    StepRun.objects.bulk_create(entries)
+    return [step.id for step in _advance(execution, known=entries, all_known=True)]
 
 
 def enqueue(step_ids: list[int], countdown: float | None = None) -> None:
@@ -97,11 +111,37 @@ def advance(execution: Execution) -> list[int]:
 
     Runs under the caller's lock on the execution row. Returns the new queued steps.
     """
+    return [step.id for step in _advance(execution)]
+
+
+def _advance(
+    execution: Execution, known: list[StepRun] = (), claim_first: bool = False, all_known: bool = False
+) -> list[StepRun]:
+    """`advance`, returning the new queued steps themselves; `known` are steps the caller has
+    just written, whose values it holds (`all_known`: and they are all the execution has).
+
+    With `claim_first` the first new ready step is inserted already claimed (running under a
+    lease, see `_lease`) for the caller to run inline; it is cancelled if the execution ends here.
+    """
     if execution.status in Execution.FINAL:
         return []
     graph = graph_for(execution)
-    steps = {step.component_id: step for step in StepRun.objects.filter(execution=execution)}
-    queued: list[int] = []
+    claim = claim_first and execution.status == Execution.Status.RUNNING
+    # Statuses only: a step's values (inputs, outputs, error) load when they are used, which is
+    # for the sources of the connections that fire (usually a `known` one), not for every step
+    # of the execution at every advance.
+    steps = (
+        {}
+        if all_known
+        else {
+            step.component_id: step
+            for step in StepRun.objects.filter(execution=execution).only("id", "execution_id", "component_id", "status")
+        }
+    )
+    for step in known:
+        if all_known or step.component_id in steps:
+            steps[step.component_id] = step
+    queued: list[StepRun] = []
     changed = True
     while changed:
         changed = False
@@ -114,14 +154,17 @@ def advance(execution: Execution) -> list[int]:
             changed = True
             fired = decision
             if fired:
-                step = StepRun.objects.create(
+                step = StepRun(
                     org_id=execution.org_id,
                     execution=execution,
                     component_id=cid,
                     component_type=component["type"],
                     inputs=_gather_inputs(graph, fired, steps),
                 )
-                queued.append(step.id)
+                if claim and not queued:
+                    _lease(step, timezone.now())
+                step.save(force_insert=True)
+                queued.append(step)
             else:
                 step = StepRun.objects.create(
                     org_id=execution.org_id,
@@ -134,6 +177,8 @@ def advance(execution: Execution) -> list[int]:
             steps[cid] = step
     _maybe_finish(execution, graph, steps)
     if execution.status in Execution.FINAL or execution.status == Execution.Status.STOPPING:
+        if queued and queued[0].status == StepRun.Status.RUNNING:  # claimed above: never runs
+            StepRun.objects.filter(id=queued[0].id).update(status=StepRun.Status.CANCELLED, finished_at=timezone.now())
         return []
     return queued
 
@@ -182,7 +227,7 @@ def _maybe_finish(execution: Execution, graph: Graph, steps: dict[str, StepRun])
             StepRun.objects.filter(execution=execution, status=StepRun.Status.QUEUED).update(
                 status=StepRun.Status.CANCELLED, finished_at=timezone.now()
             )
-            finish(execution, Execution.Status.STOPPED)
+            finish(execution, Execution.Status.STOPPED, queued_left=False)
         return
     failed = _unhandled_failure(graph, steps)
     if failed is not None:
@@ -192,11 +237,14 @@ def _maybe_finish(execution: Execution, graph: Graph, steps: dict[str, StepRun])
     if ended:
         finish(execution, Execution.Status.COMPLETED, output=ended[0].inputs)
     elif not active:
-        finish(execution, Execution.Status.COMPLETED, output={})
+        finish(execution, Execution.Status.COMPLETED, output={}, queued_left=False)
 
 
-def finish(execution: Execution, status: str, *, output=None, error=None) -> None:
-    """Record a final status once, with its events; tell a waiting parent step."""
+def finish(execution: Execution, status: str, *, output=None, error=None, queued_left: bool = True) -> None:
+    """Record a final status once, with its events; tell a waiting parent step.
+
+    The queued steps left are cancelled (`queued_left=False`: the caller knows there are none).
+    """
     now = timezone.now()
     updated = Execution.objects.filter(id=execution.id).exclude(status__in=Execution.FINAL).update(
         status=status, output=output, error=error, finished_at=now, updated_at=now
@@ -204,9 +252,10 @@ def finish(execution: Execution, status: str, *, output=None, error=None) -> Non
     if not updated:
         return
     execution.status, execution.output, execution.error, execution.finished_at = status, output, error, now
-    StepRun.objects.filter(execution=execution, status=StepRun.Status.QUEUED).update(
-        status=StepRun.Status.CANCELLED, finished_at=now
-    )
+    if queued_left:
+        StepRun.objects.filter(execution=execution, status=StepRun.Status.QUEUED).update(
+            status=StepRun.Status.CANCELLED, finished_at=now
+        )
     if status == Execution.Status.COMPLETED:
         execution_event(execution, "flow.exited", message="The execution completed.", data={"output": output})
     elif status == Execution.Status.FAILED:
@@ -252,29 +301,37 @@ def _plain_map(typed_map: dict) -> dict:
 
 
 def run_step(step_id: int) -> None:
-    """Claim, run and record one step; then keep going inline with one newly ready step."""
-    while step_id is not None:
-        step_id = _run_one(step_id)
+    """Claim, run and record one step; then keep going inline with one newly ready step.
 
-
-def _run_one(step_id: int) -> int | None:
+    The step run inline is claimed in the transaction that records the one before it: it
+    starts only once that one is recorded, and a worker dying after the commit leaves it
+    running under a lease, as any claimed step.
+    """
     claimed = _claim(step_id)
-    if claimed is None:
-        return None
-    execution, step, graph = claimed
+    while claimed is not None:
+        claimed = _run_claimed(*claimed)
+
+
+def _run_claimed(execution: Execution, step: StepRun, graph: Graph):
+    """Run a claimed step and record it; the next step, claimed, to run inline (or None)."""
     component = graph.components[step.component_id]
     cls = component_class(component["type"])
     timeout = cls.timeout_for(graph.config[step.component_id])
     ctx = StepContext(execution=execution, step=step, component=component, deadline=time.monotonic() + timeout)
     outputs, error = _call(cls, ctx, graph.config[step.component_id], step.inputs, timeout)
     outputs, error = ctx.redactor.scrub(outputs), ctx.redactor.scrub(error)
-    with transaction.atomic():
-        execution = Execution.objects.select_for_update().get(id=execution.id)
-        current = StepRun.objects.select_for_update().get(id=step.id)
-        if current.status != StepRun.Status.RUNNING or current.attempt != step.attempt:
-            return None  # the lease expired and another worker took the step over
+    with transaction.atomic(), events.batched():
+        # Lock the execution and read its status again: what follows depends on nothing else of
+        # the row that can have changed since the claim read it (the rest changes only along
+        # with a final status).
+        execution.status = Execution.objects.select_for_update().values_list("status", flat=True).get(id=execution.id)
+        # A step changes status only under its execution's lock, so with that lock held an
+        # update on condition tells whether the step is still ours (else its lease expired
+        # and another worker took it over).
+        ours = StepRun.objects.filter(id=step.id, status=StepRun.Status.RUNNING, attempt=step.attempt)
         if outputs is WAIT_FOR_CHILD:
-            StepRun.objects.filter(id=step.id).update(status=StepRun.Status.WAITING)
+            if not ours.update(status=StepRun.Status.WAITING):
+                return None
             # A child may have finished before this step waited (a fast worker, or an eager
             # one): its finish found no waiting step to resume, so resume it here.
             child = Execution.objects.filter(parent_step_id=step.id, status__in=Execution.FINAL).order_by("-created_at").first()
@@ -282,13 +339,27 @@ def _run_one(step_id: int) -> int | None:
                 _resume_parent(child)
             return None
         if error is not None and error.pop("retryable", False) and step.attempt < cls.retry.max_attempts:
-            _retry_later(execution, current, error, cls.retry.delay(step.attempt))
+            if ours.exists():
+                _retry_later(execution, step, error, cls.retry.delay(step.attempt))
             return None
-        _record(execution, current, outputs=outputs, error=error)
-        queued = advance(execution)
-    # Continue inline with one ready step and hand the others to other workers.
-    enqueue_now(queued[1:])
-    return queued[0] if queued else None
+        if not _record(execution, step, outputs=outputs, error=error, running_attempt=step.attempt):
+            return None
+        # Continue inline with one ready step (claimed as it is inserted, in this transaction)
+        # and hand the others to other workers.
+        now = timezone.now()
+        in_time = execution.deadline >= now
+        queued = _advance(execution, known=[step], claim_first=in_time)
+        claimed = None
+        if queued and not in_time:
+            finish(execution, Execution.Status.FAILED, error={"code": "execution_timeout", "message": "The execution ran out of time."})
+        elif queued:
+            if queued[0].status == StepRun.Status.RUNNING:
+                _started(execution, queued[0], graph, now)
+            else:
+                _start(execution, queued[0], graph, now)
+            claimed = (execution, queued[0], graph)
+    enqueue_now([queued_step.id for queued_step in queued[1:]])
+    return claimed
 
 
 def enqueue_now(step_ids: list[int]) -> None:
@@ -358,8 +429,9 @@ def _typed_outputs(cls, outputs: dict):
 
 def _claim(step_id: int):
     now = timezone.now()
-    with transaction.atomic():
-        step = StepRun.objects.select_for_update().filter(id=step_id).first()
+    with transaction.atomic(), events.batched():
+        # One statement locks the step and its execution.
+        step = StepRun.objects.select_related("execution").select_for_update().filter(id=step_id).first()
         if step is None:
             return None
         expired = step.status == StepRun.Status.RUNNING and step.lease_expires_at and step.lease_expires_at < now
@@ -367,7 +439,7 @@ def _claim(step_id: int):
             return None
         if step.not_before and step.not_before > now:
             return None
-        execution = Execution.objects.select_for_update().get(id=step.execution_id)
+        execution = step.execution
         if execution.status in Execution.FINAL or execution.status == Execution.Status.STOPPING:
             StepRun.objects.filter(id=step.id).update(status=StepRun.Status.CANCELLED, finished_at=now)
             step.status = StepRun.Status.CANCELLED
@@ -377,25 +449,40 @@ def _claim(step_id: int):
             finish(execution, Execution.Status.FAILED, error={"code": "execution_timeout", "message": "The execution ran out of time."})
             return None
         graph = graph_for(execution)
-        component = graph.components[step.component_id]
-        step.status, step.attempt = StepRun.Status.RUNNING, step.attempt + 1
-        step.lease_expires_at = now + LEASE
-        step.started_at = step.started_at or now
-        StepRun.objects.filter(id=step.id).update(
-            status=step.status, attempt=step.attempt, lease_expires_at=step.lease_expires_at, started_at=step.started_at
-        )
-        if execution.status == Execution.Status.QUEUED:
-            Execution.objects.filter(id=execution.id).update(status=Execution.Status.RUNNING, started_at=now, updated_at=now)
-            execution.status, execution.started_at = Execution.Status.RUNNING, now
-            execution_event(execution, "flow.entered", message="The execution started.")
-            status_changed(execution)
-        execution_event(
-            execution,
-            "processor.entered",
-            attributes=processor_attributes(component),
-            data={"attempt": step.attempt} if step.attempt > 1 else None,
-        )
+        _start(execution, step, graph, now)
     return execution, step, graph
+
+
+def _start(execution: Execution, step: StepRun, graph: Graph, now) -> None:
+    """Mark a step running under a fresh lease, with its events (under the execution's lock)."""
+    _lease(step, now)
+    StepRun.objects.filter(id=step.id).update(
+        status=step.status, attempt=step.attempt, lease_expires_at=step.lease_expires_at, started_at=step.started_at
+    )
+    _started(execution, step, graph, now)
+
+
+def _lease(step: StepRun, now) -> None:
+    """A claimed step's fields: running, its next attempt, under a fresh lease (not yet saved)."""
+    step.status, step.attempt = StepRun.Status.RUNNING, step.attempt + 1
+    step.lease_expires_at = now + LEASE
+    step.started_at = step.started_at or now
+
+
+def _started(execution: Execution, step: StepRun, graph: Graph, now) -> None:
+    """The events of a step just claimed (and the execution's start with its first step)."""
+    component = graph.components[step.component_id]
+    if execution.status == Execution.Status.QUEUED:
+        Execution.objects.filter(id=execution.id).update(status=Execution.Status.RUNNING, started_at=now, updated_at=now)
+        execution.status, execution.started_at = Execution.Status.RUNNING, now
+        execution_event(execution, "flow.entered", message="The execution started.")
+        status_changed(execution)
+    execution_event(
+        execution,
+        "processor.entered",
+        attributes=processor_attributes(component),
+        data={"attempt": step.attempt} if step.attempt > 1 else None,
+    )
 
 
 def _retry_later(execution: Execution, step: StepRun, error: dict, delay: float) -> None:
@@ -411,16 +498,23 @@ def _retry_later(execution: Execution, step: StepRun, error: dict, delay: float)
     enqueue([step.id], countdown=delay)
 
 
-def _record(execution: Execution, step: StepRun, *, outputs, error) -> None:
+def _record(execution: Execution, step: StepRun, *, outputs, error, running_attempt: int | None = None) -> bool:
+    """Record a step's outcome and its event; with `running_attempt`, only while the step is
+    still running that attempt (False when it is not)."""
     now = timezone.now()
     status = StepRun.Status.FAILED if error is not None else StepRun.Status.COMPLETED
-    StepRun.objects.filter(id=step.id).update(status=status, outputs=outputs, error=error, finished_at=now)
+    rows = StepRun.objects.filter(id=step.id)
+    if running_attempt is not None:
+        rows = rows.filter(status=StepRun.Status.RUNNING, attempt=running_attempt)
+    if not rows.update(status=status, outputs=outputs, error=error, finished_at=now):
+        return False
     step.status, step.outputs, step.error, step.finished_at = status, outputs, error, now
     attributes = processor_attributes(graph_for(execution).components[step.component_id])
     if error is not None:
         execution_event(execution, "processor.error", message=error.get("message"), attributes=attributes, data={"error": error})
     else:
         execution_event(execution, "processor.exited", attributes=attributes, data={"outputs": outputs} if outputs else None)
+    return True
 
 
 # --- Stopping and recovering ----------------------------------------------------------------------

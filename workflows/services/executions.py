@@ -100,16 +100,19 @@ def execution_create(
     policy.authorize_blob(principal, Role.WRITE, revision.blob)
     require_open(session)
     target, alias, entry = resolve_workflow(principal, revision, workflow)
-    document = json.loads(read_bytes(entry.object))
-    problems = validate(document)
-    if problems:
-        raise ApplicationError(
-            "invalid_definition",
-            f"The definition is not valid: {problems[0].path}: {problems[0].message}",
-            status=400,
-            details=[{"path": p.path, "message": p.message} for p in problems[:50]],
-        )
-    graph = graph_of(document)
+    # A definition is an immutable object: once valid, its graph is cached by hash.
+    graph = engine.cached_graph(entry.object_id)
+    if graph is None:
+        document = json.loads(read_bytes(entry.object))
+        problems = validate(document)
+        if problems:
+            raise ApplicationError(
+                "invalid_definition",
+                f"The definition is not valid: {problems[0].path}: {problems[0].message}",
+                status=400,
+                details=[{"path": p.path, "message": p.message} for p in problems[:50]],
+            )
+        graph = engine.remember_graph(entry.object_id, graph_of(document))
     inputs = _inputs(graph, input_data)
     with transaction.atomic():
         limits.check("workflow.executions_per_session", Execution.objects.filter(session=session).count())

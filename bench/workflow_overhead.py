@@ -1,0 +1,684 @@
+"""Benchmark: the workflow engine's per-step overhead and throughput on real Celery workers.
+
+Run it as `.venv/bin/python bench/workflow_overhead.py`. With DATABASE_URL (PostgreSQL) and
+REDIS_URL in the environment it makes a fresh database on that server (dropped at the end)
+and uses that Redis under a queue of its own; without them it starts a throwaway PostgreSQL
+cluster (as the postgres user) and a redis-server on free loopback ports, and stops them when
+it ends. It migrates the database, makes a user, an org, a workflow blob, its draft revision,
+definitions and sessions through the services, starts real worker processes
+(`celery -A blobhub worker`), and measures in the same run:
+
+  (a) the bare Celery round trip on the same broker and workers: a no-op task's
+      `apply_async().get()` (the task lives in this module, which the bench workers import
+      with `-I`; only it has a result backend, the same Redis);
+  (b) the end-to-end overhead per step of a 10-step linear workflow of no-op components
+      (`logic.transform` with expression `@`): wall time from the `execution_create` call to
+      the client receiving the execution's `completed` status event on the channel layer,
+      divided by 10, over sequential executions; the ratio to (a) (target: at most 2);
+  (c) throughput: 500 executions of 3 such steps created in one transaction (so that all
+      are enqueued at once, at commit) on 2 worker processes, steps per second from the
+      commit to the last `finished_at` (target: at least 100).
+
+Workers: two `celery -A blobhub worker --pool prefork -c 1` processes (each a consumer parent
+and one pool child that runs the tasks). Prefork because it is Celery's default and what
+production runs: each task runs in a process of its own (its own GIL, its own database
+connection), the two workers use both cores, and the engine's `acks_late` with
+`reject_on_worker_lost` (DESIGN §5) means something only there: a child that dies gives its
+message back. In a back-to-back comparison on the 2-core machine, `--pool threads -c 1` gave the
+same throughput and a slower step (its task thread shares the GIL with the consumer's event
+loop); `--pool threads` is kept to compare.
+
+Besides the table it prints the SQL statements per step (the path run inline in this process)
+and the CPU time per step of the workers, PostgreSQL, Redis and this client (from /proc), which
+says what the per-step cost is made of. Not a pass/fail test: it exits 0 unless something breaks.
+"""
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+NOOP_TASK = "bench.workflow_overhead.noop"
+WORKER_FLAG = "BENCH_WORKFLOW_OVERHEAD_WORKER"
+TARGET_RATIO, TARGET_STEPS_PER_S = 2.0, 100.0
+
+
+def register_noop():
+    """The baseline task, on the project's Celery app, with the only result backend in play."""
+    from celery.backends.redis import RedisBackend
+
+    from blobhub.celery import app
+
+    backend = RedisBackend(app=app, url=os.environ["REDIS_URL"])
+
+    @app.task(name=NOOP_TASK, ignore_result=False, backend=backend)
+    def noop():
+        return None
+
+    return noop
+
+
+if os.environ.get(WORKER_FLAG) and __name__ != "__main__":
+    # Imported by a bench worker (`celery ... -I workflow_overhead`).
+    register_noop()
+
+
+# --- Services -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = condition()
+        except Exception:
+            result = None
+        if result:
+            return result
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {process.returncode}\n{tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout} s\n{tail(log)}")
+        time.sleep(0.05)
+
+
+def tail(log: Path | None, lines: int = 30) -> str:
+    if log is None or not log.exists():
+        return ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Cleanup:
+    """Everything the bench started, undone in reverse order, once (finally, atexit, signals)."""
+
+    def __init__(self):
+        self.actions: list[tuple[str, object]] = []
+        self.done = False
+
+    def add(self, what: str, action) -> None:
+        self.actions.append((what, action))
+
+    def run(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        for what, action in reversed(self.actions):
+            try:
+                action()
+            except Exception as exc:  # keep undoing the rest
+                print(f"cleanup: {what}: {exc}", file=sys.stderr)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def as_postgres(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def start_postgres(work: Path, cleanup: Cleanup, pids: dict) -> str:
+    """A throwaway cluster (PostgreSQL refuses to run as root: it runs as postgres)."""
+    versions = sorted(os.listdir("/usr/lib/postgresql"), key=lambda v: [int(p) for p in v.split(".") if p.isdigit()])
+    pgbin = Path("/usr/lib/postgresql") / versions[-1] / "bin"
+    pgdir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    cleanup.add("remove the PostgreSQL directory", lambda: shutil.rmtree(pgdir, ignore_errors=True))
+    if os.geteuid() == 0:
+        shutil.chown(pgdir, "postgres", "postgres")
+    port = free_port()
+    subprocess.run(
+        as_postgres([str(pgbin / "initdb"), "-D", str(pgdir / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c fsync=off -c max_connections=100"
+    subprocess.run(
+        as_postgres([str(pgbin / "pg_ctl"), "-D", str(pgdir / "data"), "-l", str(pgdir / "pg.log"), "-w", "-o", options, "start"]),
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    pids["postgres"] = {int((pgdir / "data" / "postmaster.pid").read_text().split()[0])}
+    cleanup.add(
+        "stop PostgreSQL",
+        lambda: subprocess.run(
+            as_postgres([str(pgbin / "pg_ctl"), "-D", str(pgdir / "data"), "-m", "immediate", "-w", "stop"]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+        ),
+    )  # fmt: skip
+    return f"postgres://postgres@127.0.0.1:{port}/postgres"
+
+
+def start_redis(work: Path, cleanup: Cleanup, pids: dict) -> str:
+    port = free_port()
+    log = work / "redis.log"
+    process = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--logfile", str(log)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    cleanup.add("stop redis-server", lambda: stop_process(process))
+
+    def pong() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    wait_until(pong, 15, "redis-server answering PING", process, log)
+    pids["redis"] = {process.pid}
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def fresh_database(server_url: str, cleanup: Cleanup) -> str:
+    """A new database on the server of `server_url`, dropped when the bench ends."""
+    import psycopg
+
+    url = urlsplit(server_url)
+    name = f"bench_workflow_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = url._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        from django.db import connections
+
+        connections.close_all()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    cleanup.add(f"drop the database {name}", drop)
+    return url._replace(path="/" + name).geturl()
+
+
+@dataclass
+class Worker:
+    hostname: str
+    process: subprocess.Popen
+    log: Path
+
+
+def start_workers(count: int, pool: str, queue: str, env: dict, work: Path, cleanup: Cleanup) -> list[Worker]:
+    from blobhub.celery import app
+
+    workers = []
+    for i in range(count):
+        hostname = f"bench{i}-{os.getpid()}@localhost"
+        log = work / f"worker{i}.log"
+        command = [
+            str(Path(sys.executable).parent / "celery"), "-A", "blobhub", "worker", "--pool", pool, "-c", "1",
+            "-n", hostname, "-Q", queue, "-I", "workflow_overhead",
+            "--without-mingle", "--without-gossip", "--without-heartbeat", "--loglevel", "WARNING",
+        ]  # fmt: skip
+        with log.open("w") as out:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        cleanup.add(f"stop worker {hostname}", lambda p=process: stop_process(p))
+        workers.append(Worker(hostname, process, log))
+    for worker in workers:
+        wait_until(
+            lambda w=worker: app.control.ping(destination=[w.hostname], timeout=0.5),
+            90, f"worker {worker.hostname} answering a ping", worker.process, worker.log,
+        )  # fmt: skip
+    return workers
+
+
+# --- Definitions and fixtures ---------------------------------------------------------------------
+
+
+def linear(steps: int) -> dict:
+    """flow.start and a flow.input feeding `steps` no-op transforms in a line (no flow.end)."""
+    from workflows.tests.support import component, connect, document, text
+
+    components = [component("start", "flow.start"), component("in", "flow.input", alias="x")]
+    components += [component(f"t{i}", "logic.transform", config={"expression": text("@")}) for i in range(1, steps + 1)]
+    connections = [connect("c0", "start", "t1"), connect("cin", "in", "t1", source_port="value", target_port="input")]
+    connections += [
+        connect(f"c{i}", f"t{i}", f"t{i + 1}", source_port="output", target_port="input") for i in range(1, steps)
+    ]
+    return document(components, connections)
+
+
+INPUT = [{"alias": "x", "value": {"type": "json", "json": {"n": 1, "note": "bench"}}}]
+
+
+@dataclass
+class Fixture:
+    principal: object
+    revision: object
+    session: object  # for the sequential runs (watched on the channel layer)
+    bulk_session: object  # for the throughput run
+
+
+def make_fixture() -> Fixture:
+    from blobs.models import BlobType
+    from blobs.services import blobs, content
+    from orgs.models import User
+    from orgs.principal import Principal
+    from orgs.services import organization_create
+    from workflows.definitions import validate
+    from workflows.services.sessions import session_create
+
+    user = User.objects.create_user(username="bench", email="bench@example.org", password=None)
+    principal = Principal(user=user)
+    org = organization_create(principal=principal, alias="bench-org", name="Bench")
+    blob = blobs.blob_create(
+        principal=principal, org=org, alias="bench-flows", type=BlobType.WORKFLOW, visibility="private", description=""
+    )
+    revision = blob.revisions.get()
+    for steps in (1, 3, 10):
+        doc = linear(steps)
+        problems = validate(doc)
+        if problems:
+            raise RuntimeError(f"linear{steps}: {problems[0].path}: {problems[0].message}")
+        content.file_put_json(revision, f"definitions/workflow/linear{steps}.json", doc)
+    session = session_create(principal=principal, revision=revision, alias="sequential", description="")
+    bulk = session_create(principal=principal, revision=revision, alias="bulk", description="")
+    return Fixture(principal, revision, session, bulk)
+
+
+def create(fixture: Fixture, definition: str, session=None):
+    from workflows.services.executions import execution_create
+
+    return execution_create(
+        principal=fixture.principal,
+        revision=fixture.revision,
+        session=session or fixture.session,
+        workflow={"definition": definition},
+        input_data=INPUT,
+    )
+
+
+# --- Watching for completion ------------------------------------------------------------------------
+
+
+class Watcher:
+    """Receives a session's events on the channel layer (its own layer and event loop, on a
+    thread) and notes when each execution's final status arrived, by the bench's clock."""
+
+    FINAL = ("completed", "failed", "stopped")
+
+    def __init__(self, session_id):
+        from django.conf import settings
+
+        from blobs import events
+
+        self.group = events.group_name(events.stream_name("session", session_id))
+        self.config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+        self.arrived: dict[str, tuple[float, str]] = {}
+        self.changed = threading.Condition()
+        self.ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task | None = None
+        self.thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+        self.thread.start()
+        if not self.ready.wait(15):
+            raise RuntimeError("the channel-layer watcher did not start")
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.task = self.loop.create_task(self._receive())
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+
+    async def _receive(self) -> None:
+        from channels_redis.core import RedisChannelLayer
+
+        layer = RedisChannelLayer(**self.config)
+        channel = await layer.new_channel()
+        await layer.group_add(self.group, channel)
+        self.ready.set()
+        try:
+            while True:
+                try:
+                    message = await layer.receive(channel)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a slow Redis read times out: keep listening (the group stays)
+                    await asyncio.sleep(0.01)
+                    continue
+                event = message.get("event") or {}
+                body = event.get("data") or {}
+                status = (body.get("data") or {}).get("status")
+                if event.get("type") == "execution_status_changed" and status in self.FINAL:
+                    with self.changed:
+                        self.arrived[body.get("execution_id")] = (time.perf_counter(), status)
+                        self.changed.notify_all()
+        finally:
+            await layer.close_pools()
+
+    def wait(self, execution_id, timeout: float = 60) -> tuple[float, str]:
+        """When the final status of `execution_id` arrived; falls back on the database if lost."""
+        from workflows.models import Execution
+
+        key = str(execution_id)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while key not in self.arrived:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"execution {key} did not finish within {timeout} s")
+                self.changed.wait(1.0)
+                if key not in self.arrived:
+                    row = Execution.objects.filter(id=execution_id, status__in=Execution.FINAL).first()
+                    if row is not None:  # the live event was lost; the stored row says done
+                        self.arrived[key] = (time.perf_counter(), row.status)
+                        print(f"  (status event of {key} not received; used the database)", file=sys.stderr)
+            return self.arrived.pop(key)
+
+    def stop(self) -> None:
+        if self.loop is not None and self.task is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(5)
+
+
+# --- Measurements ---------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pids: dict[str, set[int]]) -> dict[str, float]:
+    """User + system CPU seconds so far of each group of processes and their descendants (from
+    /proc), and of this process (the client: creating executions, waiting, receiving)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, used = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        parent[int(entry)], used[int(entry)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    totals = {group: 0.0 for group in pids}
+    for pid, seconds in used.items():
+        ancestor = pid
+        while ancestor > 1:
+            group = next((name for name, roots in pids.items() if ancestor in roots), None)
+            if group is not None:
+                totals[group] += seconds
+                break
+            ancestor = parent.get(ancestor, 0)
+    own = os.times()
+    totals["client"] = own.user + own.system
+    return totals
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {group: after[group] - before[group] for group in after}
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(int(round(q * (len(ordered) - 1))), len(ordered) - 1)]
+
+
+@dataclass
+class Stats:
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p90(self) -> float:
+        return pct(self.samples, 0.9)
+
+
+def measure_baseline(noop, calls: int, warmup: int) -> Stats:
+    for _ in range(warmup):
+        noop.apply_async().get(timeout=30)
+    stats = Stats()
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        noop.apply_async().get(timeout=30)
+        stats.samples.append(time.perf_counter() - t0)
+    return stats
+
+
+@dataclass
+class Sequential:
+    wall: Stats  # create call to final status received
+    create: Stats  # the execution_create call alone
+    stored: Stats  # finished_at - created_at, as the database recorded them
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of the measured runs, by process group
+
+
+def measure_sequential(
+    fixture: Fixture, watcher: Watcher, definition: str, runs: int, warmup: int, pids: dict
+) -> Sequential:
+    from workflows.models import Execution
+
+    result = Sequential(Stats(), Stats(), Stats())
+    ids = []
+    for i in range(warmup + runs):
+        if i == warmup:
+            cpu_before = cpu_seconds(pids)
+        t0 = time.perf_counter()
+        execution = create(fixture, definition)
+        t1 = time.perf_counter()
+        arrived, status = watcher.wait(execution.id)
+        if status != "completed":
+            raise RuntimeError(f"execution {execution.id} ended {status}")
+        if i >= warmup:
+            result.wall.samples.append(arrived - t0)
+            result.create.samples.append(t1 - t0)
+            ids.append(execution.id)
+    result.cpu = cpu_delta(cpu_before, cpu_seconds(pids))
+    for created, finished in Execution.objects.filter(id__in=ids).values_list("created_at", "finished_at"):
+        result.stored.samples.append((finished - created).total_seconds())
+    return result
+
+
+@dataclass
+class Throughput:
+    executions: int
+    steps: int
+    create_seconds: float
+    seconds: float
+    failed: int
+    cpu: dict[str, float]  # CPU seconds from the commit to the last completion, by process group
+
+
+def measure_throughput(fixture: Fixture, count: int, timeout: float, pids: dict) -> Throughput:
+    from django.db import transaction
+    from django.db.models import Max
+    from django.utils import timezone
+
+    from workflows.models import Execution, StepRun
+
+    t0 = time.perf_counter()
+    with transaction.atomic():  # everything is enqueued at once, when this commits
+        ids = [create(fixture, "linear3", fixture.bulk_session).id for _ in range(count)]
+        created = time.perf_counter()
+        start = time.time()
+        cpu_before = cpu_seconds(pids)
+    executions = Execution.objects.filter(id__in=ids)
+    deadline = time.monotonic() + timeout
+    while executions.filter(status__in=Execution.FINAL).count() < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cpu = cpu_delta(cpu_before, cpu_seconds(pids))
+    # Whatever did not finish in time counts as not completed; the steps done so far still count.
+    last = (executions.aggregate(last=Max("finished_at"))["last"] or timezone.now()).timestamp()
+    if executions.exclude(status__in=Execution.FINAL).exists():
+        last = time.time()
+    steps = StepRun.objects.filter(execution_id__in=ids, component_type="logic.transform", status="completed").count()
+    failed = executions.exclude(status="completed").count()
+    return Throughput(count, steps, created - t0, last - start, failed, cpu)
+
+
+def queries_per_step(fixture: Fixture) -> tuple[int, int] | None:
+    """SQL statements of one 10-step and one 1-step execution run in this process (eagerly)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from blobhub.celery import app
+
+    counts = []
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        for definition in ("linear10", "linear1"):
+            with CaptureQueriesContext(connection) as captured:
+                create(fixture, definition)
+            counts.append(len(captured.captured_queries))
+    finally:
+        app.conf.task_always_eager = previous
+    return counts[0], counts[1]
+
+
+# --- Main ----------------------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pool", choices=("prefork", "threads"), default="prefork")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--baseline-calls", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=50, help="sequential executions of each linear workflow")
+    parser.add_argument("--concurrent", type=int, default=500, help="executions in the throughput run")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs (their path is printed)")
+    args = parser.parse_args()
+
+    cleanup = Cleanup()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda number, frame: sys.exit(128 + number))
+    import atexit
+
+    atexit.register(cleanup.run)
+    work = Path(tempfile.mkdtemp(prefix="bench-workflow-"))
+    if not args.keep_logs:
+        cleanup.add("remove the work directory", lambda: shutil.rmtree(work, ignore_errors=True))
+    try:
+        return run(args, work, cleanup)
+    finally:
+        cleanup.run()
+
+
+def run(args, work: Path, cleanup: Cleanup) -> int:
+    began = time.monotonic()
+    given_db, given_redis = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    if given_db and not given_db.startswith(("postgres://", "postgresql://")):
+        raise SystemExit("DATABASE_URL must name PostgreSQL")
+    pids: dict[str, set[int]] = {}  # what CPU is counted for: workers, postgres, redis (when started here)
+    server = given_db or start_postgres(work, cleanup, pids)
+    redis_url = given_redis or start_redis(work, cleanup, pids)
+    database_url = fresh_database(server, cleanup)
+    queue = f"bench-workflow-{os.getpid()}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "blobhub.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "BLOBHUB_DATA_DIR": str(work / "data"),
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "CELERY_QUEUE": queue,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("CELERY_TASK_ALWAYS_EAGER", None)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    os.environ["CREDENTIAL_KEYS"] = ",".join(settings.CREDENTIAL_KEYS)
+    call_command("migrate", verbosity=0)
+    fixture = make_fixture()
+    q10, q1 = queries_per_step(fixture)
+    noop = register_noop()
+    worker_env = {**os.environ, WORKER_FLAG: "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(BENCH_DIR)])}
+    pids["workers"] = {worker.process.pid for worker in start_workers(args.workers, args.pool, queue, worker_env, work, cleanup)}
+    set_up = time.monotonic() - began
+
+    load_before = os.getloadavg()[0]
+    watcher = Watcher(fixture.session.id)
+    cleanup.add("stop the watcher", watcher.stop)
+    baseline = measure_baseline(noop, args.baseline_calls, warmup=30)
+    ten = measure_sequential(fixture, watcher, "linear10", args.runs, warmup=5, pids=pids)
+    one = measure_sequential(fixture, watcher, "linear1", args.runs, warmup=2, pids=pids)
+    throughput = measure_throughput(fixture, args.concurrent, timeout=240, pids=pids)
+
+    per_step = ten.wall.median / 10
+    per_step_p90 = ten.wall.p90 / 10
+    marginal = (ten.wall.median - one.wall.median) / 9
+    rows = [
+        ("(a) bare Celery round trip, apply_async().get()", baseline.median, baseline.p90),
+        ("(b) 10-step execution, create -> completed event", ten.wall.median, ten.wall.p90),
+        ("    of which the execution_create call", ten.create.median, ten.create.p90),
+        ("    as stored (finished_at - created_at)", ten.stored.median, ten.stored.p90),
+        ("    per step (wall / 10)", per_step, per_step_p90),
+        ("    1-step execution, create -> completed event", one.wall.median, one.wall.p90),
+        ("    marginal step ((10-step - 1-step) / 9)", marginal, None),
+    ]
+    print()
+    print(f"workflow overhead: {args.workers} x `celery worker --pool {args.pool} -c 1`, PostgreSQL + Redis, "
+          f"{os.cpu_count()} CPUs; set-up {set_up:.1f} s; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")  # fmt: skip
+    print(f"{'':52} {'median ms':>10} {'p90 ms':>9}")
+    for label, median, p90 in rows:
+        print(f"{label:52} {ms(median):>10} {ms(p90) if p90 is not None else '':>9}")
+    print(f"{'(a) samples / (b) executions':52} {len(baseline.samples):>10} {len(ten.wall.samples):>9}")
+    print()
+    ratio = per_step / baseline.median
+    print(f"per-step overhead / bare round trip      {ratio:6.2f} x   (target <= {TARGET_RATIO:g} x: "
+          f"{'met' if ratio <= TARGET_RATIO else 'NOT met'})")  # fmt: skip
+    print(f"marginal step / bare round trip          {marginal / baseline.median:6.2f} x")
+    steps_per_s = throughput.steps / throughput.seconds
+    print(f"(c) {throughput.executions} concurrent 3-step executions on {args.workers} workers: "
+          f"{throughput.steps} steps in {throughput.seconds:.2f} s (creating them took {throughput.create_seconds:.2f} s, "
+          f"before the commit that enqueued them)")  # fmt: skip
+    print(f"    throughput {steps_per_s:8.1f} steps/s, {throughput.executions / throughput.seconds:6.1f} executions/s "
+          f"(target >= {TARGET_STEPS_PER_S:g} steps/s: {'met' if steps_per_s >= TARGET_STEPS_PER_S else 'NOT met'})"
+          + (f"; {throughput.failed} did not complete" if throughput.failed else ""))  # fmt: skip
+    print(f"SQL statements, run inline in this process: 10-step execution {q10}, 1-step {q1}, "
+          f"{(q10 - q1) / 9:.1f} per step")  # fmt: skip
+    groups = [group for group in ("workers", "postgres", "redis", "client") if group in ten.cpu]
+    print()
+    given = [name for name in ("postgres", "redis") if name not in pids]
+    print("CPU ms per step (user + system, /proc), by process group"
+          + (f" ({' and '.join(given)} given, not started here: not counted)" if given else ""))  # fmt: skip
+    print(f"{'':52} " + " ".join(f"{group:>9}" for group in groups) + f" {'total':>9}")
+    for label, cpu, steps in (
+        ("(b) 10-step executions (10 steps each)", ten.cpu, 10 * len(ten.wall.samples)),
+        ("(b) 1-step executions", one.cpu, len(one.wall.samples)),
+        (f"(c) {throughput.executions} concurrent 3-step executions", throughput.cpu, throughput.steps),
+    ):
+        print(f"{label:52} " + " ".join(f"{cpu[group] * 1000 / steps:9.2f}" for group in groups)
+              + f" {sum(cpu[group] for group in groups) * 1000 / steps:9.2f}")  # fmt: skip
+    print(f"total {time.monotonic() - began:.1f} s" + (f"; logs in {work}" if args.keep_logs else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
