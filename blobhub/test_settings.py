@@ -12,3 +12,9 @@ CELERY_TASK_ALWAYS_EAGER = True
 THROTTLE_RATE = "100000/min"
 LOGIN_THROTTLE_RATE = "100000/min"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A file, not Django's shared-cache in-memory default: threads of the embedded worker
+# then meet WAL and the busy timeout as in production, instead of the shared cache's
+# table locks ("database table is locked"), which no timeout waits out.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405
