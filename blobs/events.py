@@ -50,15 +50,17 @@ _local = threading.local()
 
 
 @contextmanager
-def batched() -> Iterator[None]:
+def batched(own: bool = False) -> Iterator[None]:
     """Write the events recorded in this block together when it ends, inside the caller's transaction.
 
     One statement per stream hands out their sequences and one INSERT stores them all; they are
-    published together after commit. Events keep the order they were recorded in. Not for a
-    block that rolls back a savepoint and expects the events recorded inside it to go too: they
-    are written when the block ends. A nested `batched()` joins the enclosing one.
+    published together after commit. Events keep the order they were recorded in. A block that
+    raises writes none of its events. A nested `batched()` joins the enclosing one, so its
+    events are written when that one ends; `own=True` makes it a batch of its own, written
+    when it ends: for a block under a savepoint whose rollback must take its events too.
     """
-    if getattr(_local, "batch", None) is not None:
+    enclosing = getattr(_local, "batch", None)
+    if enclosing is not None and not own:
         yield
         return
     batch: list[Event] = []
@@ -66,7 +68,7 @@ def batched() -> Iterator[None]:
     try:
         yield
     finally:
-        _local.batch = None
+        _local.batch = enclosing
     if batch:
         _write(batch)
 

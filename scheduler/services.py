@@ -17,6 +17,7 @@ from scheduler.models import ActiveSchedule, Firing
 logger = logging.getLogger("blobhub.scheduler")
 
 MAX_RECORDED_MISSES = 100
+BATCH_SIZE = 20  # due schedules a tick claims and fires per transaction
 
 
 def schedule_path(schedule_id) -> str:
@@ -84,33 +85,40 @@ def _uuid(value):
 def tick(now: datetime | None = None) -> int:
     """Fire every due schedule once; returns how many due schedules were handled.
 
-    Each due schedule is claimed and fired in a transaction of its own: its row is locked
-    with SKIP LOCKED (so concurrent ticks share the work and never wait on each other),
-    its firing is recorded under the unique (schedule, scheduled_for) constraint (so a
-    second firing is impossible anyway), its execution is started and its next fire time
-    stored, and the commit makes all of that visible at once. Short transactions hold one
-    schedule row and one event stream at a time: no lock-order deadlocks between ticks,
-    and each execution is enqueued as soon as it is fired, not at the end of a batch.
-    The work is proportional to the due schedules: one indexed range on next_fire_at.
+    Due schedules are claimed a batch at a time: their rows are locked with SKIP LOCKED (so
+    concurrent ticks share the work and never wait on each other) and each is fired under a
+    savepoint of its own, so that one that fails is left for the next tick without undoing
+    the others. A firing is recorded under the unique (schedule, scheduled_for) constraint
+    (so a second firing is impossible anyway), its execution started and its next fire time
+    stored, and the batch's commit makes all of that visible at once. Batches are short
+    (BATCH_SIZE): each execution is enqueued soon after it is fired, and the scheduler
+    blob's event counter, which every firing announces on, is locked only from the batch's
+    announcements to its commit. The work is proportional to the due schedules: one indexed
+    range on next_fire_at.
     """
     now = now or timezone.now()
     handled = 0
     memo = _Memo()
     failed: list[int] = []  # rows that raised: left for the next tick, not retried in this one
     while True:
-        schedule = None
-        try:
-            with transaction.atomic():
-                schedule = _next_due(now, failed)
-                if schedule is None:
-                    return handled
-                _fire(schedule, now, memo)
-            handled += 1
-        except Exception:
-            if schedule is None:
-                raise  # the database itself failed: the next tick tries again
-            logger.exception("firing schedule %s failed; the next tick retries it", schedule.schedule_id)
-            failed.append(schedule.id)
+        with transaction.atomic():
+            batch = _next_due(now, failed)
+            if not batch:
+                return handled
+            announcements: list[tuple[ActiveSchedule, Firing, str, dict]] = []
+            for schedule in batch:
+                try:
+                    with transaction.atomic():
+                        fired = _fire(schedule, now, memo)
+                except Exception:
+                    logger.exception("firing schedule %s failed; the next tick retries it", schedule.schedule_id)
+                    failed.append(schedule.id)
+                    continue
+                announcements += [(schedule, *firing) for firing in fired]
+                handled += 1
+            with events.batched():
+                for schedule, firing, status, result in announcements:
+                    _announce(schedule, firing, status, result)
 
 
 def due_count(now: datetime | None = None, limit: int = 10_000) -> int:
@@ -119,11 +127,16 @@ def due_count(now: datetime | None = None, limit: int = 10_000) -> int:
     return ActiveSchedule.objects.filter(next_fire_at__lte=now).values("id")[:limit].count()
 
 
-def _next_due(now: datetime, failed: list[int]) -> ActiveSchedule | None:
+def next_due_at() -> datetime | None:
+    """When the soonest active schedule is due (an index lookup on next_fire_at)."""
+    return ActiveSchedule.objects.filter(next_fire_at__isnull=False).order_by("next_fire_at").values_list("next_fire_at", flat=True).first()
+
+
+def _next_due(now: datetime, failed: list[int]) -> list[ActiveSchedule]:
     due = ActiveSchedule.objects.select_for_update(skip_locked=True).filter(next_fire_at__lte=now)
     if failed:
         due = due.exclude(id__in=failed)
-    return due.order_by("next_fire_at").first()
+    return list(due.order_by("next_fire_at")[:BATCH_SIZE])
 
 
 class _Memo:
@@ -152,7 +165,8 @@ class _Memo:
         return self.revisions[key]
 
 
-def _fire(schedule: ActiveSchedule, now: datetime, memo: "_Memo | None" = None) -> None:
+def _fire(schedule: ActiveSchedule, now: datetime, memo: "_Memo | None" = None) -> list[tuple[Firing, str, dict]]:
+    """Record the schedule's due occurrences and start its execution; the firings recorded."""
     document = schedule.document
     moments, following, unrecorded = _occurrences(document, schedule.next_fire_at, now)
     grace = timedelta(seconds=settings.SCHEDULER_GRACE_SECONDS)
@@ -175,10 +189,7 @@ def _fire(schedule: ActiveSchedule, now: datetime, memo: "_Memo | None" = None) 
     ActiveSchedule.objects.filter(id=schedule.id).update(
         next_fire_at=following, state=state, last_execution_id=schedule.last_execution_id
     )
-    # Last: the event counter of the scheduler blob's stream stays locked until the commit, and
-    # every schedule of the blob announces on it; the shorter that is, the less ticks queue.
-    for firing, status, result in fired:
-        _announce(schedule, firing, status, result)
+    return fired
 
 
 def _occurrences(
@@ -214,12 +225,25 @@ def _previous_running(schedule: ActiveSchedule) -> bool:
 
 
 def _invoke(schedule: ActiveSchedule, scheduled_for: datetime, memo: _Memo, fired: list) -> None:
-    """Claim the firing, then start the execution on behalf of the schedule's owner."""
-    firing = _claim(schedule, scheduled_for)
-    if firing is None:
-        return  # fired already (another tick, a retried one): exactly once
+    """Start the execution on behalf of the schedule's owner and record the firing with its outcome.
+
+    The schedule's row is locked, so no other tick fires it meanwhile; a firing recorded
+    already (by a tick that then failed to move next_fire_at) means it is not fired again.
+    Should one appear anyway, the unique constraint fails the insert and the caller's
+    savepoint takes the execution back with it: exactly once either way.
+    """
+    if Firing.objects.filter(schedule_id=schedule.schedule_id, scheduled_for=scheduled_for).exists():
+        return
     status, result = _start_execution(schedule, memo)
-    Firing.objects.filter(id=firing.id).update(status=status, result=result)
+    firing = Firing.objects.create(
+        org_id=schedule.org_id,
+        blob_id=schedule.blob_id,
+        schedule_id=schedule.schedule_id,
+        scheduled_for=scheduled_for,
+        invocation_target=schedule.document["invocation_target"],
+        status=status,
+        result=result,
+    )
     fired.append((firing, status, result))
 
 
@@ -230,7 +254,8 @@ def _start_execution(schedule: ActiveSchedule, memo: _Memo) -> tuple[str, dict]:
     document = schedule.document
     target = document["invocation_target"]
     try:
-        with transaction.atomic():
+        # Its own batch of events: written with the execution, or dropped with it on error.
+        with transaction.atomic(), events.batched(own=True):
             principal = memo.principal(document)
             if principal.user is None:
                 raise AccessDenied()

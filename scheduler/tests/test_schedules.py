@@ -8,46 +8,11 @@ from zoneinfo import ZoneInfo
 from orgs.models import Membership
 from scheduler import services
 from scheduler.models import ActiveSchedule, Firing
+from scheduler.tests.support import commit, create, target
 from workflows.models import Execution
-from workflows.tests.support import Channel, approval_flow
+from workflows.tests.support import Channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def setup(client_for, org, admin_user):
-    client = client_for(user=admin_user)
-
-    def blob(alias, type):
-        client.post(f"/v1/orgs/{org.alias}/blobs", {"alias": alias, "type": type}, format="json")
-        revision_id = client.get(f"/v1/blobs/{org.alias}/{alias}/revisions").json()["revisions"][0]["id"]
-        return Channel(client, revision_id)
-
-    flows = blob("target-flows", "blobhub.compute.workflow")
-    flows.command("create_definition", alias="approve", category="workflow")
-    flows.command("upload_definition", alias="approve", definition=approval_flow())
-    client.post(f"/v1/revisions/{flows.revision_id}/commit", {}, format="json")
-    schedules = blob("my-schedules", "blobhub.compute.scheduler")
-    return client, org, schedules
-
-
-def target(org, **extra):
-    return {
-        "target": {"org": org.alias, "blob": "target-flows", "revision": "default", **extra},
-        "workflow": {"definition": "approve"},
-        "input_data": [{"alias": "order", "value": {"type": "json", "json": {"items": [{"price": 5}]}}}],
-    }
-
-
-def create(channel, org, **fields):
-    answer = channel.command("create_schedule", invocation_target=target(org), **fields)
-    assert answer.status_code == 200, answer.json()
-    return answer.json()["schedule"]
-
-
-def commit(client, channel):
-    operation = client.post(f"/v1/revisions/{channel.revision_id}/commit", {}, format="json").json()["operation_id"]
-    assert client.get(f"/v1/operations/{operation}").json()["operation"]["status"] == "completed"
 
 
 def test_a_cron_and_a_one_time_schedule_fire_on_time_and_keep_history(setup):

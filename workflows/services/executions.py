@@ -114,7 +114,8 @@ def execution_create(
             )
         graph = engine.remember_graph(entry.object_id, graph_of(document))
     inputs = _inputs(graph, input_data)
-    with transaction.atomic():
+    # No savepoint of its own: a caller that goes on after an error here (the scheduler) has one.
+    with transaction.atomic(savepoint=False):
         limits.check("workflow.executions_per_session", Execution.objects.filter(session=session).count())
         now = timezone.now()
         execution = Execution.objects.create(

@@ -25,21 +25,25 @@ def session_get(revision: Revision, ref: Any) -> Session:
     return session
 
 
-@transaction.atomic
 def session_create(*, principal: Principal, revision: Revision, alias: str | None, description: str) -> Session:
-    if alias and Session.objects.filter(revision=revision, alias=alias).exists():
+    def create() -> Session:
+        return Session.objects.create(
+            org_id=revision.org_id,
+            blob_id=revision.blob_id,
+            revision=revision,
+            alias=alias,
+            description=description,
+            created_by=principal.user,
+        )
+
+    if not alias:
+        return create()  # one statement: no transaction of its own (the scheduler makes many)
+    if Session.objects.filter(revision=revision, alias=alias).exists():
         raise ApplicationError("alias_in_use", f"The session alias '{alias}' is already taken.", status=400)
     try:
         with transaction.atomic():
-            return Session.objects.create(
-                org_id=revision.org_id,
-                blob_id=revision.blob_id,
-                revision=revision,
-                alias=alias,
-                description=description,
-                created_by=principal.user,
-            )
-    except IntegrityError:
+            return create()
+    except IntegrityError:  # taken meanwhile
         raise ApplicationError("alias_in_use", f"The session alias '{alias}' is already taken.", status=400) from None
 
 

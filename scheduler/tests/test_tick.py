@@ -1,0 +1,79 @@
+"""The tick's batches and its wake-up for a due time that comes before the beat's next tick."""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from scheduler import services, tasks
+from scheduler.models import ActiveSchedule, Firing
+from scheduler.tests.support import commit, create
+from workflows.models import Execution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_schedule_that_fails_to_fire_is_left_due_and_the_rest_of_its_batch_fires(setup, settings):
+    client, org, channel = setup
+    for _ in range(3):
+        create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
+    commit(client, channel)
+    broken = ActiveSchedule.objects.order_by("id")[1]
+    document = {**broken.document, "cron_expression": "not a cron"}  # a row damaged behind our back
+    ActiveSchedule.objects.filter(id=broken.id).update(document=document)
+    due = broken.next_fire_at
+
+    assert services.tick(now=due + timedelta(seconds=1)) == 2
+
+    assert Firing.objects.filter(scheduled_for=due, status="success").count() == 2
+    assert not Firing.objects.filter(schedule_id=broken.schedule_id).exists()
+    assert ActiveSchedule.objects.get(id=broken.id).next_fire_at == due  # the next tick tries it again
+    assert ActiveSchedule.objects.exclude(id=broken.id).filter(next_fire_at__gt=due).count() == 2
+    assert Execution.objects.count() == 2
+
+
+def test_more_due_schedules_than_a_batch_all_fire_once(setup, settings):
+    client, org, channel = setup
+    count = services.BATCH_SIZE + 3
+    for _ in range(count):
+        create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
+    commit(client, channel)
+    due = ActiveSchedule.objects.first().next_fire_at
+
+    assert services.tick(now=due) == count
+    assert services.tick(now=due) == 0
+    assert Firing.objects.filter(scheduled_for=due, status="success").count() == count
+    assert Execution.objects.count() == count
+
+
+def test_a_tick_wakes_up_for_a_schedule_due_before_the_next_beat(setup, settings, monkeypatch):
+    client, org, channel = setup
+    settings.SCHEDULER_TICK_SECONDS = 30
+    due = (timezone.now() + timedelta(seconds=3)).replace(microsecond=0, tzinfo=UTC)
+    create(channel, org, repeat="one_time", invocation_time=due.strftime("%Y-%m-%dT%H:%M:%S"), timezone="UTC")
+    commit(client, channel)
+    sent = []
+    monkeypatch.setattr(tasks.tick, "apply_async", lambda **options: sent.append(options))
+
+    assert tasks.tick() == 0
+    assert tasks.tick() == 0  # one wake-up per due time, however many ticks see it
+    assert [(item["eta"], item["kwargs"]) for item in sent] == [(due, {"wake_at": due.isoformat()})]
+
+    time.sleep(max(0.0, (due - timezone.now()).total_seconds() - 0.5))  # the broker may hand it over early
+    assert tasks.tick(**sent[0]["kwargs"]) == 1
+    assert Firing.objects.get().scheduled_for == due
+    assert datetime.now(UTC) >= due
+
+
+def test_no_wake_up_when_the_beat_comes_first(setup, settings, monkeypatch):
+    client, org, channel = setup
+    settings.SCHEDULER_TICK_SECONDS = 5
+    later = (timezone.now() + timedelta(minutes=10)).replace(microsecond=0)
+    create(channel, org, repeat="one_time", invocation_time=later.strftime("%Y-%m-%dT%H:%M:%S"), timezone="UTC")
+    commit(client, channel)
+    sent = []
+    monkeypatch.setattr(tasks.tick, "apply_async", lambda **options: sent.append(options))
+
+    assert tasks.tick() == 0
+    assert sent == []
