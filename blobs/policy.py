@@ -1,6 +1,6 @@
 """Access to one blob: the org role, a blob role, a blob-scoped key, or public reading.
 
-Builds on orgs.policy.org_role so that an org role means the same here as on org routes.
+Reads an org role as orgs.policy.org_role does, so that it means the same here as on org routes.
 """
 
 from django.db.models import Q, QuerySet
@@ -8,7 +8,6 @@ from django.db.models import Q, QuerySet
 from blobhub.api.errors import AccessDenied
 from blobs.models import Blob, BlobMember
 from orgs.models import Membership, Organization, Role
-from orgs.policy import org_role
 from orgs.principal import Principal
 
 
@@ -21,10 +20,11 @@ def blob_role(principal: Principal, blob: Blob) -> Role | None:
         return Role(key.role) if key.org_id == blob.org_id else None
     if principal.user is None:
         return None
-    roles = [org_role(principal, blob.org)]
-    member_role = BlobMember.objects.filter(blob_id=blob.id, user_id=principal.user.id).values_list("role", flat=True)
-    roles.extend(Role(role) for role in member_role)
-    held = [role for role in roles if role is not None]
+    # The org role (as orgs.policy.org_role reads it) and a blob role, in one round trip.
+    user_id = principal.user.id
+    in_org = Membership.objects.filter(org_id=blob.org_id, user_id=user_id).values_list("role", flat=True)
+    on_blob = BlobMember.objects.filter(blob_id=blob.id, user_id=user_id).values_list("role", flat=True)
+    held = [Role(role) for role in in_org.union(on_blob, all=True)]
     return max(held, key=lambda role: role.rank) if held else None
 
 
