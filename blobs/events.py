@@ -78,12 +78,11 @@ def _write(events: list[Event]) -> None:
         by_stream: dict[str, list[Event]] = {}
         for event in events:
             by_stream.setdefault(event.stream, []).append(event)
-        # Counter rows are locked in one order (by name), so two writers cannot deadlock on them.
-        for stream in sorted(by_stream):
-            on_stream = by_stream[stream]
-            last = _take_sequences(stream, len(on_stream))
+        lasts = _take_sequences({stream: len(on_stream) for stream, on_stream in by_stream.items()})
+        for stream, on_stream in by_stream.items():
+            first = lasts[stream] - len(on_stream) + 1
             for offset, event in enumerate(on_stream):
-                event.sequence = last - len(on_stream) + 1 + offset
+                event.sequence = first + offset
         _insert(events)
         transaction.on_commit(lambda: publish_all(events))
 
@@ -105,21 +104,23 @@ def _insert(events: list[Event]) -> None:
             event._state.adding, event._state.db = False, connection.alias
 
 
-def _take_sequences(stream: str, count: int) -> int:
-    """Reserve `count` sequence numbers on `stream`; the last one.
+def _take_sequences(counts: dict[str, int]) -> dict[str, int]:
+    """Reserve `counts[stream]` sequence numbers on each stream, in one statement; the last of each.
 
-    The upsert locks the stream's counter row until our transaction ends, so two writers on
-    one stream take turns and never get the same number (PostgreSQL and SQLite alike).
+    The upsert locks each stream's counter row until our transaction ends, so two writers on
+    one stream take turns and never get the same number (PostgreSQL and SQLite alike). Rows
+    are taken in one order (by name), so two writers cannot deadlock on them.
     """
     table = connection.ops.quote_name(EventStream._meta.db_table)
+    streams = sorted(counts)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (name, last_sequence) VALUES (%s, %s) "
+            f"INSERT INTO {table} (name, last_sequence) VALUES {', '.join(['(%s, %s)'] * len(streams))} "
             f"ON CONFLICT (name) DO UPDATE SET last_sequence = {table}.last_sequence + excluded.last_sequence "
-            "RETURNING last_sequence",
-            [stream, count],
+            "RETURNING name, last_sequence",
+            [value for stream in streams for value in (stream, counts[stream])],
         )
-        return cursor.fetchone()[0]
+        return dict(cursor.fetchall())
 
 
 def render(event: Event) -> dict:
