@@ -1,9 +1,13 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blobhub.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does, with our handler
+
+from blobs.content.asgi_streaming import StreamingASGIHandler  # noqa: E402
+
+django_asgi_app = StreamingASGIHandler()
 
 # Imported once Django is set up: the consumer uses models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402

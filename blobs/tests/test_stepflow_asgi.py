@@ -6,7 +6,7 @@ import io
 import tempfile
 
 from blobs.content import asgi_streaming
-from blobs.content.asgi_streaming import CHUNK, SendWindow, SpooledBodyQueue
+from blobs.content.asgi_streaming import CHUNK, SendWindow, SpooledBodyQueue, StreamingASGIHandler
 
 
 async def test_a_spooled_body_is_served_chunk_by_chunk_and_then_the_queue_as_usual():
@@ -24,6 +24,27 @@ async def test_a_spooled_body_is_served_chunk_by_chunk_and_then_the_queue_as_usu
     assert second == {"type": "http.request", "body": b"b" * 10, "more_body": False}
     assert third == {"type": "http.disconnect"}
     assert body.closed
+
+
+async def test_the_handler_gives_the_request_the_spool_file_itself_and_receive_reports_what_follows():
+    body = tempfile.TemporaryFile()
+    body.write(b"x" * (CHUNK + 1))
+    body.seek(0)
+    queue = SpooledBodyQueue(body, CHUNK + 1)
+    queue.put_nowait({"type": "http.request", "body": b"", "more_body": False})  # daphne's copy
+    queue.put_nowait({"type": "http.disconnect"})
+
+    assert await StreamingASGIHandler().read_body(queue.get) is body  # no copy of Django's own
+    assert body.read() == b"x" * (CHUNK + 1)
+    assert await queue.get() == {"type": "http.disconnect"}  # what Django listens for meanwhile
+
+
+async def test_a_body_daphne_did_not_spool_is_read_as_django_does():
+    queue: asyncio.Queue = asyncio.Queue()
+    queue.put_nowait({"type": "http.request", "body": b"small", "more_body": False})
+
+    body = await StreamingASGIHandler().read_body(queue.get)
+    assert body.read() == b"small"
 
 
 async def test_a_body_shorter_than_announced_ends_instead_of_waiting():

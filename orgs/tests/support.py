@@ -25,6 +25,11 @@ def api(client: APIClient, method: str, path: str, body: Any = NO_BODY, **header
     return send(f"/v1/{path}", data=json.dumps(body), content_type="application/json", **headers)
 
 
+def secret_of(key: str) -> str:
+    """The secret part of an API key `bh_<lookup>_<secret>` (the secret may itself hold "_")."""
+    return key.split("_", 2)[2]
+
+
 def as_user(user: User) -> APIClient:
     return bearer(tokens.issue_pair(user=user)["access_token"])
 
