@@ -26,13 +26,22 @@ class BodySizeLimitMiddleware:
         try:
             declared = int(length)
         except ValueError:
-            return JsonResponse(
-                error_body("invalid_request_body", "The Content-Length header is not a number."), status=400
-            )
+            return _refusal(request, error_body("invalid_request_body", "The Content-Length header is not a number."), 400)
         if declared > limit:
             exc = PayloadTooLarge(limit)
-            return JsonResponse(error_body(exc.code, exc.message), status=exc.status)
+            return _refusal(request, error_body(exc.code, exc.message), exc.status)
         return self.get_response(request)
+
+
+# Stepflow's BlobService answers errors as `{code: <HTTP status>, message}`; its routes get
+# that field beside the envelope here too, as from their views.
+STEPFLOW_PREFIX = "/api/v1/blobs"
+
+
+def _refusal(request: HttpRequest, body: dict, status: int) -> JsonResponse:
+    if request.path.startswith(STEPFLOW_PREFIX):
+        body = {"code": status, **body}
+    return JsonResponse(body, status=status)
 
 
 def body_limit(path: str) -> int:

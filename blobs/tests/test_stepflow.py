@@ -271,8 +271,7 @@ def test_a_declared_body_over_the_route_limit_is_refused_before_it_is_read(setti
 
     response = put_binary(writer, b"x" * 1001)
 
-    assert response.status_code == 413
-    assert response.json()["error"] == "payload_too_large"
+    assert_stepflow_error(response, 413, "payload_too_large")
 
 
 def test_a_json_answer_of_a_large_blob_is_refused_in_favour_of_raw_bytes(settings, writer):
