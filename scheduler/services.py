@@ -235,16 +235,7 @@ def _invoke(schedule: ActiveSchedule, scheduled_for: datetime, memo: _Memo, fire
     if Firing.objects.filter(schedule_id=schedule.schedule_id, scheduled_for=scheduled_for).exists():
         return
     status, result = _start_execution(schedule, memo)
-    firing = Firing.objects.create(
-        org_id=schedule.org_id,
-        blob_id=schedule.blob_id,
-        schedule_id=schedule.schedule_id,
-        scheduled_for=scheduled_for,
-        invocation_target=schedule.document["invocation_target"],
-        status=status,
-        result=result,
-    )
-    fired.append((firing, status, result))
+    fired.append((_new_firing(schedule, scheduled_for, status, result), status, result))
 
 
 def _start_execution(schedule: ActiveSchedule, memo: _Memo) -> tuple[str, dict]:
@@ -287,26 +278,26 @@ def _start_execution(schedule: ActiveSchedule, memo: _Memo) -> tuple[str, dict]:
     return Firing.Status.SUCCESS, {"execution_id": str(execution.id)}
 
 
-def _claim(schedule: ActiveSchedule, scheduled_for: datetime, status: str = Firing.Status.SUCCESS, result=None) -> Firing | None:
-    try:
-        with transaction.atomic():
-            return Firing.objects.create(
-                org_id=schedule.org_id,
-                blob_id=schedule.blob_id,
-                schedule_id=schedule.schedule_id,
-                scheduled_for=scheduled_for,
-                invocation_target=schedule.document["invocation_target"],
-                status=status,
-                result=result or {},
-            )
-    except IntegrityError:
-        return None
+def _new_firing(schedule: ActiveSchedule, scheduled_for: datetime, status: str, result: dict) -> Firing:
+    return Firing.objects.create(
+        org_id=schedule.org_id,
+        blob_id=schedule.blob_id,
+        schedule_id=schedule.schedule_id,
+        scheduled_for=scheduled_for,
+        invocation_target=schedule.document["invocation_target"],
+        status=status,
+        result=result,
+    )
 
 
 def _record(schedule: ActiveSchedule, scheduled_for: datetime, status: str, result: dict, fired: list) -> None:
-    firing = _claim(schedule, scheduled_for, status, result)
-    if firing is not None:
-        fired.append((firing, status, result))
+    """Record a firing that starts nothing (skipped), unless that occurrence has one already."""
+    try:
+        with transaction.atomic():
+            firing = _new_firing(schedule, scheduled_for, status, result)
+    except IntegrityError:
+        return
+    fired.append((firing, status, result))
 
 
 def _announce(schedule: ActiveSchedule, firing: Firing, status: str, result: dict) -> None:
