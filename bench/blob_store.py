@@ -27,19 +27,16 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _services import ServeProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1024 * 1024
 MIB = 1024 * 1024
 KEY_PATTERN = re.compile(r"bh_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
@@ -63,74 +60,6 @@ class Round:
         return self.size / MIB / seconds
 
 
-class Server:
-    """`manage.py serve` in a subprocess, with its output collected."""
-
-    def __init__(self, data_dir: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "BLOBHUB_DATA_DIR": str(data_dir),
-            "DJANGO_SETTINGS_MODULE": "blobhub.settings",
-            "PYTHONUNBUFFERED": "1",
-            "LOG_LEVEL": "WARNING",
-        }
-        for name in ("DATABASE_URL", "REDIS_URL", "BLOB_STORAGE_URL", "S3_ENDPOINT_URL"):
-            env.pop(name, None)
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output: list[str] = []
-        threading.Thread(target=self._collect, daemon=True).start()
-
-    def _collect(self) -> None:
-        for line in self.process.stdout:
-            self.output.append(line)
-
-    def wait_ready(self) -> str:
-        """Wait for /healthz and the first-start API key; return the key."""
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{''.join(self.output)}")
-            key = next((match.group(0) for line in self.output if (match := KEY_PATTERN.search(line))), None)
-            if key and self._healthy():
-                return key
-            time.sleep(0.1)
-        raise RuntimeError(f"the server did not start within {STARTUP_SECONDS} s:\n{''.join(self.output)}")
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def peak_rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def make_file(path: Path, size: int) -> None:
     with open(path, "wb") as handle:
         left = size
@@ -152,7 +81,7 @@ def read_chunks(path: Path):
             yield chunk
 
 
-def measure(client: httpx.Client, server: Server, work: Path, size: int, repeat: int) -> Round:
+def measure(client: httpx.Client, server: ServeProcess, work: Path, size: int, repeat: int) -> Round:
     source = work / f"object-{size}.bin"
     make_file(source, size)
     result = Round(size)
@@ -244,9 +173,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds per size; the best is reported")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="blobhub-bench-"))
-    server = Server(work / "data")
+    server = ServeProcess(work / "data")
     try:
-        key = server.wait_ready()
+        key = server.wait_ready(STARTUP_SECONDS, [KEY_PATTERN])[0].group(0)  # the first-start API key
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=600) as client:
             rounds = [measure(client, server, work, size * MIB, args.repeat) for size in sorted(args.sizes_mib)]
         report(rounds)

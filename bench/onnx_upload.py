@@ -29,13 +29,10 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -44,9 +41,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _services import ServeProcess
 from onnx import ModelProto, TensorProto, helper
 
-ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 CHUNK = MIB
 KEY_PATTERN = re.compile(r"bh_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
@@ -184,58 +181,17 @@ def write_archive(plan: ModelPlan, target: Path, level: int) -> str:
 # --- The server ---------------------------------------------------------------------------------
 
 
-class Server:
-    """`manage.py serve` in a subprocess, with its output collected."""
+class Server(ServeProcess):
+    """`manage.py serve` (LOG_LEVEL INFO: for the processing's own timing of its phases), with
+    the CPU time and the peak RSS, resettable, of its process."""
 
     def __init__(self, data_dir: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "BLOBHUB_DATA_DIR": str(data_dir),
-            "DJANGO_SETTINGS_MODULE": "blobhub.settings",
-            "PYTHONUNBUFFERED": "1",
-            "LOG_LEVEL": "INFO",  # for the processing's own timing of its phases
-        }
-        for name in ("DATABASE_URL", "REDIS_URL", "BLOB_STORAGE_URL", "S3_ENDPOINT_URL", "PUBLIC_BASE_URL"):
-            env.pop(name, None)
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output: list[str] = []
-        threading.Thread(target=self._collect, daemon=True).start()
+        super().__init__(data_dir, log_level="INFO")
 
-    def _collect(self) -> None:
-        for line in self.process.stdout:
-            self.output.append(line)
-
-    def wait_ready(self) -> tuple[str, str]:
-        """Wait for /healthz and the first-start API key; return the key and the org alias."""
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{''.join(self.output)}")
-            text = "".join(self.output)
-            key, org = KEY_PATTERN.search(text), ORG_PATTERN.search(text)
-            if key and org and self._healthy():
-                return key.group(0), org.group(1)
-            time.sleep(0.1)
-        raise RuntimeError(f"the server did not start within {STARTUP_SECONDS} s:\n{''.join(self.output)}")
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def peak_rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))
+    def key_and_org(self) -> tuple[str, str]:
+        """Wait for /healthz and the first-start API key and organization; return them."""
+        key, org = self.wait_ready(STARTUP_SECONDS, [KEY_PATTERN, ORG_PATTERN])
+        return key.group(0), org.group(1)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far."""
@@ -249,21 +205,6 @@ class Server:
             return True
         except OSError:
             return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- The flow -----------------------------------------------------------------------------------
@@ -461,7 +402,7 @@ def main() -> int:
               f" {deflater(args.gzip_level).__name__}) in {figures.build_seconds:.1f} s", flush=True)
 
         server = Server(work / "data")
-        key, org = server.wait_ready()
+        key, org = server.key_and_org()
         figures.cp_seconds.append(timed_cp(archive, work / "copy.tar.gz"))
         run_flow(server, key, org, archive, plan, model_sha256, args.parallel, figures)
         figures.cp_seconds.append(timed_cp(archive, work / "copy.tar.gz"))

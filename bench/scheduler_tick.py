@@ -30,167 +30,34 @@ Not a pass/fail test: it prints a table and exits 0 unless something breaks.
 """
 
 import argparse
-import atexit
 import os
-import secrets
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+from _services import (
+    Cleanup,
+    app_environment,
+    fresh_database,
+    given_servers,
+    run_with_cleanup,
+    setup_django,
+    spawn,
+    start_postgres,
+    start_redis,
+    start_workers,
+    stop_process,
+    tail,
+    wait_until,
+)
+
 SIZES = (1_000, 10_000, 100_000)
 DUE = 10
 LATENESS_SCHEDULES = 1_000
 TICK_TARGET_RATIO = 2.0
-
-
-# --- Services -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tail(log: Path | None, lines: int = 30) -> str:
-    if log is None or not log.exists():
-        return ""
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except Exception:
-            result = None
-        if result:
-            return result
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {process.returncode}\n{tail(log)}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout} s\n{tail(log)}")
-        time.sleep(0.05)
-
-
-class Cleanup:
-    """Everything the bench started, undone in reverse order, once (finally, atexit, signals)."""
-
-    def __init__(self):
-        self.actions: list[tuple[str, object]] = []
-        self.done = False
-
-    def add(self, what: str, action) -> None:
-        self.actions.append((what, action))
-
-    def run(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        for what, action in reversed(self.actions):
-            try:
-                action()
-            except Exception as exc:  # keep undoing the rest
-                print(f"cleanup: {what}: {exc}", file=sys.stderr)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def as_postgres(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def start_postgres(cleanup: Cleanup) -> str:
-    """A throwaway cluster (PostgreSQL refuses to run as root: it runs as postgres)."""
-    versions = sorted(os.listdir("/usr/lib/postgresql"), key=lambda v: [int(p) for p in v.split(".") if p.isdigit()])
-    pgbin = Path("/usr/lib/postgresql") / versions[-1] / "bin"
-    pgdir = Path(tempfile.mkdtemp(prefix="bench-sched-pg-"))
-    cleanup.add("remove the PostgreSQL directory", lambda: shutil.rmtree(pgdir, ignore_errors=True))
-    if os.geteuid() == 0:
-        shutil.chown(pgdir, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(
-        as_postgres([str(pgbin / "initdb"), "-D", str(pgdir / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=pgdir,
-    )  # fmt: skip
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c fsync=off -c max_connections=100"
-    subprocess.run(
-        as_postgres([str(pgbin / "pg_ctl"), "-D", str(pgdir / "data"), "-l", str(pgdir / "pg.log"), "-w", "-o", options, "start"]),
-        check=True, stdout=subprocess.DEVNULL, cwd=pgdir,
-    )  # fmt: skip
-    cleanup.add(
-        "stop PostgreSQL",
-        lambda: subprocess.run(
-            as_postgres([str(pgbin / "pg_ctl"), "-D", str(pgdir / "data"), "-m", "immediate", "-w", "stop"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, cwd=pgdir,
-        ),
-    )  # fmt: skip
-    return f"postgres://postgres@127.0.0.1:{port}/postgres"
-
-
-def start_redis(work: Path, cleanup: Cleanup) -> str:
-    port = free_port()
-    log = work / "redis.log"
-    process = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--logfile", str(log)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    cleanup.add("stop redis-server", lambda: stop_process(process))
-
-    def pong() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-
-    wait_until(pong, 15, "redis-server answering PING", process, log)
-    return f"redis://127.0.0.1:{port}/0"
-
-
-def fresh_database(server_url: str, cleanup: Cleanup) -> str:
-    """A new database on the server of `server_url`, dropped when the bench ends."""
-    import psycopg
-
-    url = urlsplit(server_url)
-    name = f"bench_scheduler_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = url._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    cleanup.add(f"drop the database {name}", drop)
-    return url._replace(path="/" + name).geturl()
-
-
-def spawn(command: list[str], env: dict, log: Path, cleanup: Cleanup, what: str) -> subprocess.Popen:
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    cleanup.add(f"stop {what}", lambda: stop_process(process))
-    return process
 
 
 # --- Fixture --------------------------------------------------------------------------------------
@@ -412,7 +279,6 @@ def pct(samples: list[float], q: float) -> float:
 def measure_lateness(fixture: Fixture, env: dict, work: Path, cleanup: Cleanup, args) -> Lateness:
     from django.db.models import Count
 
-    from blobhub.celery import app
     from scheduler import services
     from scheduler.models import ActiveSchedule, Firing
     from workflows.models import Execution
@@ -420,18 +286,9 @@ def measure_lateness(fixture: Fixture, env: dict, work: Path, cleanup: Cleanup, 
     reset_schedules()
     Execution.objects.all().delete()  # (a)'s, never run: the beat's recovery would re-enqueue them
 
+    options = ["--pool", args.pool, "-c", str(args.concurrency)]
+    workers = start_workers(args.workers, "bench-sched", options, env, work, cleanup)
     bin_dir = Path(sys.executable).parent
-    workers = []
-    for i in range(args.workers):
-        hostname = f"bench-sched{i}-{os.getpid()}@localhost"
-        command = [
-            str(bin_dir / "celery"), "-A", "blobhub", "worker", "--pool", args.pool, "-c", str(args.concurrency),
-            "-n", hostname, "--without-mingle", "--without-gossip", "--without-heartbeat", "--loglevel", "WARNING",
-        ]  # fmt: skip
-        log = work / f"worker{i}.log"
-        workers.append((hostname, spawn(command, env, log, cleanup, f"worker {hostname}"), log))
-    for hostname, process, log in workers:
-        wait_until(lambda h=hostname: app.control.ping(destination=[h], timeout=0.5), 90, f"{hostname} answering a ping", process, log)
     beat_log = work / "beat.log"
     beat = spawn(
         [str(bin_dir / "celery"), "-A", "blobhub", "beat", "-s", str(work / "celerybeat-schedule"), "--loglevel", "INFO"],
@@ -467,8 +324,8 @@ def measure_lateness(fixture: Fixture, env: dict, work: Path, cleanup: Cleanup, 
             seen[str(schedule_id)] = moment
         time.sleep(0.02)
     stop_process(beat)
-    for hostname, process, log in workers:
-        stop_process(process)
+    for worker in workers:
+        stop_process(worker.process)
     firings = Firing.objects.filter(scheduled_for=due)
     created = [(created_at - due).total_seconds() for created_at in firings.values_list("created_at", flat=True)]
     statuses = dict(firings.values_list("status").annotate(n=Count("id")))
@@ -497,55 +354,20 @@ def main() -> int:
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs (their path is printed)")
     args = parser.parse_args()
 
-    cleanup = Cleanup()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda number, frame: sys.exit(128 + number))
-    atexit.register(cleanup.run)
-    work = Path(tempfile.mkdtemp(prefix="bench-scheduler-"))
-    if not args.keep_logs:
-        cleanup.add("remove the work directory", lambda: shutil.rmtree(work, ignore_errors=True))
-    try:
-        return run(args, work, cleanup)
-    finally:
-        cleanup.run()
+    return run_with_cleanup(run, args, "bench-scheduler-")
 
 
 def run(args, work: Path, cleanup: Cleanup) -> int:
     began = time.monotonic()
-    given_db, given_redis = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
-    if given_db and not given_db.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("DATABASE_URL must name PostgreSQL")
-    database_url = fresh_database(given_db or start_postgres(cleanup), cleanup)
-    redis_url = given_redis or start_redis(work, cleanup)
+    given_db, given_redis = given_servers()
+    database_url = fresh_database(given_db or start_postgres(cleanup).url, cleanup, "bench_scheduler")
+    redis_url = given_redis or start_redis(work, cleanup).url
     queue = f"bench-scheduler-{os.getpid()}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "blobhub.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "BLOBHUB_DATA_DIR": str(work / "data"),
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "CELERY_QUEUE": queue,
-        "SCHEDULER_TICK_SECONDS": str(args.tick_seconds),
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("CELERY_TASK_ALWAYS_EAGER", None)
-    os.environ.clear()
-    os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
-
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
+    env = app_environment(database_url, redis_url, work / "data", queue)
+    env["SCHEDULER_TICK_SECONDS"] = str(args.tick_seconds)
+    setup_django(env)
     from blobhub.celery import app
 
-    os.environ["CREDENTIAL_KEYS"] = ",".join(settings.CREDENTIAL_KEYS)
-    env["CREDENTIAL_KEYS"] = os.environ["CREDENTIAL_KEYS"]
-    call_command("migrate", verbosity=0)
     fixture = Fixture()
     set_up = time.monotonic() - began
 

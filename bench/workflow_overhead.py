@@ -37,19 +37,24 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from _services import (
+    Cleanup,
+    app_environment,
+    fresh_database,
+    given_servers,
+    run_with_cleanup,
+    setup_django,
+    start_postgres,
+    start_redis,
+    start_workers,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -76,172 +81,6 @@ def register_noop():
 if os.environ.get(WORKER_FLAG) and __name__ != "__main__":
     # Imported by a bench worker (`celery ... -I workflow_overhead`).
     register_noop()
-
-
-# --- Services -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except Exception:
-            result = None
-        if result:
-            return result
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {process.returncode}\n{tail(log)}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout} s\n{tail(log)}")
-        time.sleep(0.05)
-
-
-def tail(log: Path | None, lines: int = 30) -> str:
-    if log is None or not log.exists():
-        return ""
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-class Cleanup:
-    """Everything the bench started, undone in reverse order, once (finally, atexit, signals)."""
-
-    def __init__(self):
-        self.actions: list[tuple[str, object]] = []
-        self.done = False
-
-    def add(self, what: str, action) -> None:
-        self.actions.append((what, action))
-
-    def run(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        for what, action in reversed(self.actions):
-            try:
-                action()
-            except Exception as exc:  # keep undoing the rest
-                print(f"cleanup: {what}: {exc}", file=sys.stderr)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def as_postgres(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def start_postgres(work: Path, cleanup: Cleanup, pids: dict) -> str:
-    """A throwaway cluster (PostgreSQL refuses to run as root: it runs as postgres)."""
-    versions = sorted(os.listdir("/usr/lib/postgresql"), key=lambda v: [int(p) for p in v.split(".") if p.isdigit()])
-    pgbin = Path("/usr/lib/postgresql") / versions[-1] / "bin"
-    pgdir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-    cleanup.add("remove the PostgreSQL directory", lambda: shutil.rmtree(pgdir, ignore_errors=True))
-    if os.geteuid() == 0:
-        shutil.chown(pgdir, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(
-        as_postgres([str(pgbin / "initdb"), "-D", str(pgdir / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c fsync=off -c max_connections=100"
-    subprocess.run(
-        as_postgres([str(pgbin / "pg_ctl"), "-D", str(pgdir / "data"), "-l", str(pgdir / "pg.log"), "-w", "-o", options, "start"]),
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    pids["postgres"] = {int((pgdir / "data" / "postmaster.pid").read_text().split()[0])}
-    cleanup.add(
-        "stop PostgreSQL",
-        lambda: subprocess.run(
-            as_postgres([str(pgbin / "pg_ctl"), "-D", str(pgdir / "data"), "-m", "immediate", "-w", "stop"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
-        ),
-    )  # fmt: skip
-    return f"postgres://postgres@127.0.0.1:{port}/postgres"
-
-
-def start_redis(work: Path, cleanup: Cleanup, pids: dict) -> str:
-    port = free_port()
-    log = work / "redis.log"
-    process = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--logfile", str(log)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    cleanup.add("stop redis-server", lambda: stop_process(process))
-
-    def pong() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-
-    wait_until(pong, 15, "redis-server answering PING", process, log)
-    pids["redis"] = {process.pid}
-    return f"redis://127.0.0.1:{port}/0"
-
-
-def fresh_database(server_url: str, cleanup: Cleanup) -> str:
-    """A new database on the server of `server_url`, dropped when the bench ends."""
-    import psycopg
-
-    url = urlsplit(server_url)
-    name = f"bench_workflow_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = url._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    cleanup.add(f"drop the database {name}", drop)
-    return url._replace(path="/" + name).geturl()
-
-
-@dataclass
-class Worker:
-    hostname: str
-    process: subprocess.Popen
-    log: Path
-
-
-def start_workers(count: int, pool: str, queue: str, env: dict, work: Path, cleanup: Cleanup) -> list[Worker]:
-    from blobhub.celery import app
-
-    workers = []
-    for i in range(count):
-        hostname = f"bench{i}-{os.getpid()}@localhost"
-        log = work / f"worker{i}.log"
-        command = [
-            str(Path(sys.executable).parent / "celery"), "-A", "blobhub", "worker", "--pool", pool, "-c", "1",
-            "-n", hostname, "-Q", queue, "-I", "workflow_overhead",
-            "--without-mingle", "--without-gossip", "--without-heartbeat", "--loglevel", "WARNING",
-        ]  # fmt: skip
-        with log.open("w") as out:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        cleanup.add(f"stop worker {hostname}", lambda p=process: stop_process(p))
-        workers.append(Worker(hostname, process, log))
-    for worker in workers:
-        wait_until(
-            lambda w=worker: app.control.ping(destination=[w.hostname], timeout=0.5),
-            90, f"worker {worker.hostname} answering a ping", worker.process, worker.log,
-        )  # fmt: skip
-    return workers
 
 
 # --- Definitions and fixtures ---------------------------------------------------------------------
@@ -567,60 +406,30 @@ def main() -> int:
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs (their path is printed)")
     args = parser.parse_args()
 
-    cleanup = Cleanup()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda number, frame: sys.exit(128 + number))
-    import atexit
-
-    atexit.register(cleanup.run)
-    work = Path(tempfile.mkdtemp(prefix="bench-workflow-"))
-    if not args.keep_logs:
-        cleanup.add("remove the work directory", lambda: shutil.rmtree(work, ignore_errors=True))
-    try:
-        return run(args, work, cleanup)
-    finally:
-        cleanup.run()
+    return run_with_cleanup(run, args, "bench-workflow-")
 
 
 def run(args, work: Path, cleanup: Cleanup) -> int:
     began = time.monotonic()
-    given_db, given_redis = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
-    if given_db and not given_db.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("DATABASE_URL must name PostgreSQL")
+    server, redis_url = given_servers()
     pids: dict[str, set[int]] = {}  # what CPU is counted for: workers, postgres, redis (when started here)
-    server = given_db or start_postgres(work, cleanup, pids)
-    redis_url = given_redis or start_redis(work, cleanup, pids)
-    database_url = fresh_database(server, cleanup)
+    if not server:
+        postgres = start_postgres(cleanup)
+        server = postgres.url
+        pids["postgres"] = {postgres.pid}
+    if not redis_url:
+        redis_server = start_redis(work, cleanup)
+        redis_url = redis_server.url
+        pids["redis"] = {redis_server.pid}
+    database_url = fresh_database(server, cleanup, "bench_workflow")
     queue = f"bench-workflow-{os.getpid()}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "blobhub.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "BLOBHUB_DATA_DIR": str(work / "data"),
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "CELERY_QUEUE": queue,
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("CELERY_TASK_ALWAYS_EAGER", None)
-    os.environ.clear()
-    os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
-
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    os.environ["CREDENTIAL_KEYS"] = ",".join(settings.CREDENTIAL_KEYS)
-    call_command("migrate", verbosity=0)
+    setup_django(app_environment(database_url, redis_url, work / "data", queue))
     fixture = make_fixture()
     q10, q1 = queries_per_step(fixture)
     noop = register_noop()
     worker_env = {**os.environ, WORKER_FLAG: "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(BENCH_DIR)])}
-    pids["workers"] = {worker.process.pid for worker in start_workers(args.workers, args.pool, queue, worker_env, work, cleanup)}
+    options = ["--pool", args.pool, "-c", "1", "-Q", queue, "-I", "workflow_overhead"]
+    pids["workers"] = {worker.process.pid for worker in start_workers(args.workers, "bench", options, worker_env, work, cleanup)}
     set_up = time.monotonic() - began
 
     load_before = os.getloadavg()[0]

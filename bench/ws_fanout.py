@@ -39,18 +39,27 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from _services import (
+    Cleanup,
+    app_environment,
+    free_port,
+    fresh_database,
+    given_servers,
+    http_ok,
+    spawn,
+    start_postgres,
+    start_redis,
+    wait_until,
+    work_directory,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -60,37 +69,11 @@ LATENCY_TARGET_MS = 50.0
 STARTUP_SECONDS = 60
 RUN_SECONDS = 180  # the execution and every client must be done within this
 CONNECT_CONCURRENCY = 50
+# Server options of the throwaway PostgreSQL cluster (besides fsync=off).
+POSTGRES_SETTINGS = "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
 
 
 # --- Small helpers ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition, *, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except Exception:
-            result = None
-        if result:
-            return result
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {process.returncode}\n{tail(log)}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout} s\n{tail(log)}")
-        time.sleep(0.05)
-
-
-def tail(path: Path | None, lines: int = 30) -> str:
-    if path is None or not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -98,126 +81,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
     return ordered[index]
-
-
-class Cleanup:
-    """Things to stop at exit, last started first stopped, whatever happens."""
-
-    def __init__(self):
-        self.actions: list[tuple[str, object]] = []
-
-    def add(self, what: str, action) -> None:
-        self.actions.append((what, action))
-
-    def run(self) -> None:
-        while self.actions:
-            what, action = self.actions.pop()
-            try:
-                action()
-            except Exception as exc:  # keep stopping the rest
-                print(f"  (cleanup: {what} failed: {exc})", file=sys.stderr)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-# --- Services: PostgreSQL and Redis -----------------------------------------------------------
-
-
-def start_postgres(work: Path, cleanup: Cleanup, watched: dict) -> str:
-    """A throwaway cluster on a free loopback port; returns the admin URL."""
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
-    if not versions:
-        raise RuntimeError("no PostgreSQL here (apt-get install postgresql), and DATABASE_URL is not set")
-    pgbin = versions[-1].parent
-    root = os.geteuid() == 0
-    as_pg = ["runuser", "-u", "postgres", "--"] if root else []
-    pgdir = work / "pg"
-    pgdir.mkdir()
-    if root:
-        shutil.chown(work, "postgres", "postgres")
-        shutil.chown(pgdir, "postgres", "postgres")
-    port = free_port()
-    log = pgdir / "pg.log"
-    subprocess.run(
-        [*as_pg, str(pgbin / "initdb"), "-D", str(pgdir / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        cwd=pgdir, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    subprocess.run(
-        [*as_pg, str(pgbin / "pg_ctl"), "-D", str(pgdir / "data"), "-l", str(log), "-w", "-o", options, "start"],
-        cwd=pgdir, check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    cleanup.add(
-        "PostgreSQL",
-        lambda: subprocess.run(
-            [*as_pg, str(pgbin / "pg_ctl"), "-D", str(pgdir / "data"), "-m", "immediate", "-w", "stop"],
-            cwd=pgdir, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ),
-    )  # fmt: skip
-    watched["PostgreSQL"] = (int((pgdir / "data" / "postmaster.pid").read_text().split()[0]), True)
-    return f"postgres://postgres@127.0.0.1:{port}/postgres"
-
-
-def start_redis(work: Path, cleanup: Cleanup, watched: dict) -> str:
-    if not shutil.which("redis-server"):
-        raise RuntimeError("no redis-server here (apt-get install redis-server), and REDIS_URL is not set")
-    port = free_port()
-    log = work / "redis.log"
-    process = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(work), "--logfile", str(log)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    cleanup.add("redis-server", lambda: stop_process(process))
-    watched["Redis"] = (process.pid, False)
-    import redis
-
-    url = f"redis://127.0.0.1:{port}/0"
-    wait_until(lambda: redis.Redis.from_url(url).ping(), timeout=20, what="Redis answering PING", process=process, log=log)
-    return url
-
-
-def fresh_database(admin_url: str, cleanup: Cleanup) -> str:
-    """CREATE DATABASE on the server of `admin_url`; returns its URL. Dropped at exit."""
-    import psycopg
-
-    name = f"blobhub_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    cleanup.add(f"dropping database {name}", drop)
-    return urlsplit(admin_url)._replace(path="/" + name).geturl()
-
-
-# --- The application's processes --------------------------------------------------------------
-
-
-def spawn(command: list[str], env: dict, log: Path, cleanup: Cleanup, what: str) -> subprocess.Popen:
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    cleanup.add(what, lambda: stop_process(process))
-    return process
-
-
-def http_ok(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 # --- Baseline: bare Redis pub/sub ---------------------------------------------------------------
@@ -626,9 +489,7 @@ def main() -> int:
         parser.error("--baseline-messages is 100..100000")
 
     cleanup = Cleanup()
-    work = Path(tempfile.mkdtemp(prefix="blobhub-ws-bench-"))
-    if not args.keep_logs:
-        cleanup.add("work directory", lambda: shutil.rmtree(work, ignore_errors=True))
+    work = work_directory("blobhub-ws-bench-", cleanup, keep=args.keep_logs)
     previous = {sig: signal.signal(sig, lambda *_: sys.exit(130)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return run(args, work, cleanup)
@@ -643,12 +504,18 @@ def main() -> int:
 def run(args, work: Path, cleanup: Cleanup) -> int:
     started = time.monotonic()
     watched: dict[str, tuple[int, bool]] = {}  # process name -> (pid, count its children)
-    given_db, given_redis = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
-    if given_db and not given_db.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("DATABASE_URL must name PostgreSQL")
+    given_db, given_redis = given_servers()
     print("Services:", "given PostgreSQL" if given_db else "throwaway PostgreSQL", "+", "given Redis" if given_redis else "throwaway Redis")
-    database_url = fresh_database(given_db or start_postgres(work, cleanup, watched), cleanup)
-    redis_url = given_redis or start_redis(work, cleanup, watched)
+    server, redis_url = given_db, given_redis
+    if not given_db:
+        postgres = start_postgres(cleanup, inside=work, settings=POSTGRES_SETTINGS)
+        server = postgres.url
+        watched["PostgreSQL"] = (postgres.pid, True)
+    database_url = fresh_database(server, cleanup, "blobhub_bench")
+    if not given_redis:
+        redis_server = start_redis(work, cleanup)
+        redis_url = redis_server.url
+        watched["Redis"] = (redis_server.pid, False)
     data_dir = work / "data"
     data_dir.mkdir()
     queue = f"bench-{secrets.token_hex(4)}"
@@ -662,18 +529,8 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
 
     if given_redis:
         cleanup.add("deleting the run's keys from Redis", forget_keys)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "blobhub.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "BLOBHUB_DATA_DIR": str(data_dir),
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "CELERY_QUEUE": queue,
-        "CELERY_TASK_ALWAYS_EAGER": "0",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = app_environment(database_url, redis_url, data_dir, queue)
+    env["CELERY_TASK_ALWAYS_EAGER"] = "0"
     from cryptography.fernet import Fernet
 
     env["CREDENTIAL_KEYS"] = Fernet.generate_key().decode()
