@@ -372,4 +372,6 @@ class ServeProcess:
         return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))
 
     def stop(self) -> None:
-        stop_process(self.process, timeout=30, sig=signal.SIGINT)
+        # SIGTERM, not SIGINT: a benchmark run as a background job of a shell without job
+        # control starts its children with SIGINT ignored.
+        stop_process(self.process, timeout=30, sig=signal.SIGTERM)

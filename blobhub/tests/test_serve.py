@@ -28,6 +28,12 @@ PRODUCTION_VARIABLES = (
 )  # fmt: skip
 
 
+def _as_at_a_terminal() -> None:
+    """SIGINT as a foreground program gets it: a shell without job control (a CI script's
+    background job) starts its children with SIGINT ignored, and so would this test's run."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Serve:
     def __init__(self, data_dir: Path):
         self.port = free_port()
@@ -47,6 +53,7 @@ class Serve:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=_as_at_a_terminal,
         )
         self.output = LineReader(self.process)
 
