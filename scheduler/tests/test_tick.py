@@ -8,8 +8,9 @@ from django.utils import timezone
 
 from scheduler import services, tasks
 from scheduler.models import ActiveSchedule, Firing
-from scheduler.tests.support import commit, create
+from scheduler.tests.support import commit, create, target
 from workflows.models import Execution
+from workflows.tests.support import Channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,3 +78,27 @@ def test_no_wake_up_when_the_beat_comes_first(setup, settings, monkeypatch):
 
     assert tasks.tick() == 0
     assert sent == []
+
+
+def test_a_firing_the_engine_refuses_is_an_invocation_error_and_its_batch_goes_on(setup, settings):
+    client, org, channel = setup
+    settings.LIMITS = {"workflow.executions_per_session": 1}
+    flows = Channel(client, client.get(f"/v1/blobs/{org.alias}/target-flows/revisions").json()["revisions"][0]["id"])
+    assert flows.command("create_session", alias="full-session").status_code == 200
+    ran = flows.command("create_execution", target={"session": "full-session"}, workflow={"definition": "approve"},
+                        input_data=target(org)["input_data"])  # fmt: skip
+    assert ran.status_code == 200, ran.json()  # the session now holds its one execution
+    full = channel.command(
+        "create_schedule", invocation_target=target(org, session="full-session"),
+        repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC",
+    ).json()["schedule"]  # fmt: skip
+    create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")  # a fresh session each
+    commit(client, channel)
+    due = ActiveSchedule.objects.first().next_fire_at
+
+    assert services.tick(now=due) == 2
+
+    refused = Firing.objects.get(schedule_id=full["id"])
+    assert refused.status == "invocation_error" and refused.result["error"]["code"] == "limit_exceeded"
+    assert Firing.objects.exclude(schedule_id=full["id"]).get().status == "success"
+    assert Execution.objects.count() == 2  # the one run by hand and the fresh session's

@@ -138,3 +138,28 @@ def test_session_state_and_objects_flow_through_components(channel):
     assert channel.query("download_session_object", session_id="main-session", alias="greetings/last").json()["value"] == "ada"
     session_events = channel.query("list_session_events", session_id="main-session").json()["session_events"]
     assert {"session_state_changed", "session_object_modified", "execution_status_changed"} <= {e["type"] for e in session_events}
+
+
+def test_a_session_at_its_execution_limit_refuses_one_more_and_changes_nothing(channel, settings):
+    from workflows.models import Execution
+
+    settings.LIMITS = {"workflow.executions_per_session": 1}
+    upload(channel, "approve", approval_flow())
+    order = [{"alias": "order", "value": {"type": "json", "json": {"items": []}}}]
+    run(channel, "approve", order)
+
+    refused = channel.client.post(
+        f"/v1/revisions/{channel.revision_id}/data/command",
+        {"command": "create_execution", "target": {"session": "main-session"}, "workflow": {"definition": "approve"}, "input_data": order},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="one-more",
+    )
+
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "limit_exceeded"
+    assert refused.json()["limit"] == {"id": "workflow.executions_per_session", "value": 1, "held": 1}
+    assert Execution.objects.count() == 1
+    assert not StepRun.objects.exclude(execution=Execution.objects.get()).exists()
+    # The request's transaction was rolled back cleanly: the next ones work.
+    assert channel.command("create_session", alias="second-session").status_code == 200
+    assert run(channel, "approve", order, session="second-session")["status"] == "completed"
