@@ -30,15 +30,13 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The test suite's helpers for real processes serve the benchmarks too.
+sys.path.insert(0, str(ROOT))
+from tests.processes import free_port, http_ok  # noqa: E402
+from tests.processes import stop as stop_process  # noqa: E402
+
 
 # --- Waiting and undoing ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tail(log: Path | None, lines: int = 30) -> str:
@@ -104,17 +102,6 @@ def run_with_cleanup(run, args, prefix: str) -> int:
         return run(args, work, cleanup)
     finally:
         cleanup.run()
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 15, sig: int = signal.SIGTERM) -> None:
-    """Ask `process` to stop with `sig`; kill it if it is still there after `timeout` seconds."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 # --- PostgreSQL and Redis ---------------------------------------------------------------------------
@@ -311,16 +298,6 @@ def start_workers(count: int, name: str, options: list[str], env: dict, work: Pa
             90, f"worker {worker.hostname} answering a ping", worker.process, worker.log,
         )  # fmt: skip
     return workers
-
-
-def http_ok(url: str) -> bool:
-    """Whether `url` answers 200 (connection errors count as not yet)."""
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 class ServeProcess:

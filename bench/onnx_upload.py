@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from _services import ServeProcess
-from onnx import ModelProto, TensorProto, helper
+from onnx import TensorProto, helper
 
 MIB = 1024 * 1024
 CHUNK = MIB
