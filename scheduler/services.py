@@ -127,9 +127,14 @@ def due_count(now: datetime | None = None, limit: int = 10_000) -> int:
     return ActiveSchedule.objects.filter(next_fire_at__lte=now).values("id")[:limit].count()
 
 
-def next_due_at() -> datetime | None:
-    """When the soonest active schedule is due (an index lookup on next_fire_at)."""
-    return ActiveSchedule.objects.filter(next_fire_at__isnull=False).order_by("next_fire_at").values_list("next_fire_at", flat=True).first()
+def next_due_at(after: datetime) -> datetime | None:
+    """When the soonest schedule due after `after` is due (an index range on next_fire_at).
+
+    Schedules due already are the ticks' business; one left due because it fails to fire
+    must not hide the ones coming up.
+    """
+    upcoming = ActiveSchedule.objects.filter(next_fire_at__gt=after).order_by("next_fire_at")
+    return upcoming.values_list("next_fire_at", flat=True).first()
 
 
 def _next_due(now: datetime, failed: list[int]) -> list[ActiveSchedule]:

@@ -45,11 +45,9 @@ def _wake_for_next_due() -> None:
     from scheduler import services
 
     interval = float(settings.SCHEDULER_TICK_SECONDS)
-    upcoming = services.next_due_at()
-    if upcoming is None:
-        return
-    ahead = (upcoming - timezone.now()).total_seconds()
-    if not 0 < ahead < interval:
-        return  # due already (a helper or the next tick takes it) or the beat's next tick is soon enough
+    now = timezone.now()
+    upcoming = services.next_due_at(after=now)
+    if upcoming is None or (upcoming - now).total_seconds() >= interval:
+        return  # nothing coming, or the beat's next tick is soon enough
     if cache.add(f"scheduler:wake:{upcoming.isoformat()}", 1, timeout=int(interval) * 4 + 1):
         tick.apply_async(kwargs={"wake_at": upcoming.isoformat()}, eta=upcoming, expires=upcoming + timedelta(seconds=interval))

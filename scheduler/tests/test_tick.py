@@ -102,3 +102,21 @@ def test_a_firing_the_engine_refuses_is_an_invocation_error_and_its_batch_goes_o
     assert refused.status == "invocation_error" and refused.result["error"]["code"] == "limit_exceeded"
     assert Firing.objects.exclude(schedule_id=full["id"]).get().status == "success"
     assert Execution.objects.count() == 2  # the one run by hand and the fresh session's
+
+
+def test_a_schedule_stuck_due_does_not_hide_the_next_due_time_from_the_wake_up(setup, settings, monkeypatch):
+    client, org, channel = setup
+    settings.SCHEDULER_TICK_SECONDS = 30
+    due = (timezone.now() + timedelta(seconds=10)).replace(microsecond=0, tzinfo=UTC)
+    create(channel, org, repeat="one_time", invocation_time=due.strftime("%Y-%m-%dT%H:%M:%S"), timezone="UTC")
+    create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
+    commit(client, channel)
+    stuck = ActiveSchedule.objects.exclude(next_fire_at=due).get()
+    damaged = {**stuck.document, "cron_expression": "not a cron"}  # fails every tick, stays due
+    ActiveSchedule.objects.filter(id=stuck.id).update(document=damaged, next_fire_at=timezone.now() - timedelta(minutes=1))
+    sent = []
+    monkeypatch.setattr(tasks.tick, "apply_async", lambda **options: sent.append(options))
+
+    assert tasks.tick() == 0
+
+    assert [item["eta"] for item in sent] == [due]
