@@ -101,8 +101,6 @@ class StreamingASGIHandler(ASGIHandler):
 
 def install() -> None:
     """Apply the above (idempotent; the daphne parts are skipped without daphne)."""
-    from django.core.handlers.asgi import ASGIHandler
-
     ASGIHandler.chunk_size = RESPONSE_MESSAGE_BYTES
     try:
         from daphne.http_protocol import WebRequest
