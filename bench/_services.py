@@ -261,11 +261,11 @@ def setup_django(env: dict[str, str]) -> None:
     call_command("migrate", verbosity=0)
 
 
-def spawn(command: list[str], env: dict, log: Path, cleanup: Cleanup, what: str) -> subprocess.Popen:
+def spawn(command: list[str], env: dict, log: Path, cleanup: Cleanup, what: str, pass_fds=()) -> subprocess.Popen:
     """`command` run in the project's directory, its output in `log`, stopped at the end."""
     with log.open("w") as out:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, pass_fds=pass_fds
         )
     cleanup.add(f"stop {what}", lambda: stop_process(process))
     return process

@@ -31,6 +31,7 @@ breaks; a missed latency target is reported, not an error.
 
     .venv/bin/python bench/ws_fanout.py
     .venv/bin/python bench/ws_fanout.py --clients 200 --steps 300 --pace 0   # as fast as the worker goes
+    .venv/bin/python bench/ws_fanout.py --servers 2   # two daphne processes sharing the socket
     DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python bench/ws_fanout.py
 """
 
@@ -40,6 +41,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -50,7 +52,6 @@ from pathlib import Path
 from _services import (
     Cleanup,
     app_environment,
-    free_port,
     fresh_database,
     given_servers,
     http_ok,
@@ -480,6 +481,7 @@ def main() -> int:
         "--pace", type=float, default=0.1,
         help="seconds each step waits (flow.delay); 0: logic.transform steps back to back, as fast as the worker goes",
     )  # fmt: skip
+    parser.add_argument("--servers", type=int, default=1, help="daphne processes sharing the listening socket")
     parser.add_argument("--baseline-messages", type=int, default=2000)
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with the server logs")
     args = parser.parse_args()
@@ -545,21 +547,33 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
     call_command("migrate", verbosity=0)
     print(f"Migrated a fresh database in {time.monotonic() - t:.1f} s")
 
-    port = free_port()
-    daphne_log, worker_log = work / "daphne.log", work / "worker.log"
-    daphne = spawn([str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "blobhub.asgi:application"], env, daphne_log, cleanup, "daphne")
+    # The servers share one listening socket, as behind a load balancer: the kernel hands each
+    # new connection to one of them.
+    listener = socket.create_server(("127.0.0.1", 0))
+    cleanup.add("close the listening socket", listener.close)
+    port = listener.getsockname()[1]
+    worker_log = work / "worker.log"
+    servers = []
+    for i in range(args.servers):
+        name = "daphne" if args.servers == 1 else f"daphne {i + 1}"
+        log = work / f"daphne{i + 1}.log"
+        command = [str(BIN / "daphne"), "--fd", str(listener.fileno()), "blobhub.asgi:application"]
+        servers.append((name, spawn(command, env, log, cleanup, name, pass_fds=[listener.fileno()]), log))
     hostname = f"ws-bench-{os.getpid()}@localhost"
     worker = spawn(
         [str(BIN / "celery"), "-A", "blobhub", "worker", "--pool", "threads", "-c", "2", "-Q", queue, "-n", hostname,
          "--without-mingle", "--without-gossip", "--loglevel", "WARNING"],
         env, worker_log, cleanup, "celery worker",
     )  # fmt: skip
-    watched["daphne"], watched["Celery worker"] = (daphne.pid, False), (worker.pid, True)
+    watched["Celery worker"] = (worker.pid, True)
+    for name, server, log in servers:
+        watched[name] = (server.pid, False)
     from blobhub.celery import app as celery_app
 
-    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=STARTUP_SECONDS, what="daphne /healthz", process=daphne, log=daphne_log)
+    for name, server, log in servers:
+        wait_until(lambda: server.poll() is None and http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=STARTUP_SECONDS, what=f"{name} /healthz", process=server, log=log)
     wait_until(lambda: celery_app.control.ping(destination=[hostname], timeout=0.5), timeout=STARTUP_SECONDS, what="the worker answering a ping", process=worker, log=worker_log)
-    print(f"daphne on 127.0.0.1:{port} and a Celery worker are up ({time.monotonic() - started:.1f} s)")
+    print(f"{args.servers} daphne on 127.0.0.1:{port} and a Celery worker are up ({time.monotonic() - started:.1f} s)")
 
     baseline = redis_pubsub_baseline(redis_url, args.baseline_messages, 0.001)
     if len(baseline) < args.baseline_messages:
@@ -623,7 +637,7 @@ def report(args, status, sequences, result: Result, baseline, outcome: Run, load
     print(f"  deliveries {result.deliveries} of {n * clients} expected: {len(result.latencies_ms)} live, {result.replayed} by replay")
     print(f"  CPU while the events flowed ({outcome.wall:.1f} s):", ", ".join(f"{k} {v:.1f} s" for k, v in outcome.cpu.items()))
     if live:
-        daphne = outcome.cpu.get("daphne", 0.0)
+        daphne = sum(seconds for name, seconds in outcome.cpu.items() if name.startswith("daphne"))
         worker = outcome.cpu.get("Celery worker", 0.0)
         print(f"    daphne {daphne / max(result.deliveries, 1) * 1e6:.0f} us per delivered message, "
               f"worker {worker / max(n, 1) * 1e3:.1f} ms per event")  # fmt: skip

@@ -10,7 +10,6 @@ from blobs.content.asgi_streaming import StreamingASGIHandler  # noqa: E402
 django_asgi_app = StreamingASGIHandler()
 
 # Imported once Django is set up: the consumer uses models.
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
@@ -19,8 +18,8 @@ from blobs.realtime import EventsConsumer  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # The session (web console) authenticates too; origins are not checked because
-        # every other credential travels in a header or subprotocol a page cannot forge.
-        "websocket": AuthMiddlewareStack(URLRouter([path("v1/ws", EventsConsumer.as_asgi())])),
+        # The consumer authenticates each connection itself: API key, bearer token, or the
+        # console's session cookie from one of our own pages.
+        "websocket": URLRouter([path("v1/ws", EventsConsumer.as_asgi())]),
     }
 )

@@ -6,6 +6,7 @@ class BlobsConfig(AppConfig):
 
     def ready(self) -> None:
         from blobhub import health
+        from blobs import realtime
         from blobs.content import asgi_streaming
 
         # /healthz asks the configured backend itself (file or S3, with its endpoint and
@@ -13,6 +14,7 @@ class BlobsConfig(AppConfig):
         health.CHECKS["storage"] = check_storage
         # Blob uploads and downloads may be gigabytes: see the module for what daphne lacks.
         asgi_streaming.install()
+        realtime.plain_frame_log_arguments()
 
 
 def check_storage() -> None:

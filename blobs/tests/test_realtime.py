@@ -129,6 +129,38 @@ async def test_no_credentials_and_bad_credentials_are_refused():
         assert not connected and code == realtime.CLOSE_UNAUTHORIZED
 
 
+@database_sync_to_async
+def console_session(user):
+    """The session cookie the console's login gives `user`."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+async def test_the_console_session_authenticates_pages_of_our_own_origin_only(member):
+    org, _ = await database_sync_to_async(lambda: member)()
+    user = await database_sync_to_async(lambda: org.memberships.get().user)()
+    session = await console_session(user)
+    cookie = (b"cookie", f"sessionid={session}".encode())
+    host = (b"host", b"blobhub.test")
+    ws = connect(headers=[cookie, host, (b"origin", b"https://blobhub.test")])
+    connected, _ = await ws.connect()
+    assert connected
+    params = {"scope": "core", "scope_id": str(org.id), "target": "organization", "target_id": str(org.id)}
+    assert "result" in await call(ws, "subscription/add", params)
+    await ws.disconnect()
+    for headers in (
+        [cookie, host, (b"origin", b"https://elsewhere.test")],  # another site's page
+        [cookie, host],  # no origin: not a page of ours
+        [(b"cookie", b"sessionid=forged"), host, (b"origin", b"https://blobhub.test")],
+    ):
+        connected, code = await connect(headers=headers).connect()
+        assert not connected and code == realtime.CLOSE_UNAUTHORIZED
+
+
 async def test_an_outsider_cannot_subscribe_and_learns_nothing(member):
     org, key = await database_sync_to_async(lambda: member)()
     revision_id, execution_id = await run_execution(key, org.alias)
