@@ -50,25 +50,30 @@ _local = threading.local()
 
 
 @contextmanager
-def batched(own: bool = False) -> Iterator[None]:
+def batched() -> Iterator[None]:
     """Write the events recorded in this block together when it ends, inside the caller's transaction.
 
     One statement per stream hands out their sequences and one INSERT stores them all; they are
     published together after commit. Events keep the order they were recorded in. A block that
     raises writes none of its events. A nested `batched()` joins the enclosing one, so its
-    events are written when that one ends; `own=True` makes it a batch of its own, written
-    when it ends: for a block under a savepoint whose rollback must take its events too.
+    events are written when that one ends; if it raises, its own events leave the enclosing
+    batch (a caller that rolls back a savepoint and goes on keeps the others).
     """
     enclosing = getattr(_local, "batch", None)
-    if enclosing is not None and not own:
-        yield
+    if enclosing is not None:
+        mark = len(enclosing)
+        try:
+            yield
+        except BaseException:
+            del enclosing[mark:]
+            raise
         return
     batch: list[Event] = []
     _local.batch = batch
     try:
         yield
     finally:
-        _local.batch = enclosing
+        _local.batch = None
     if batch:
         _write(batch)
 

@@ -101,24 +101,22 @@ def tick(now: datetime | None = None) -> int:
     memo = _Memo()
     failed: list[int] = []  # rows that raised: left for the next tick, not retried in this one
     while True:
-        with transaction.atomic():
+        # The batch's events (its executions' and its announcements) are written together
+        # at its end; a schedule whose savepoint rolls back takes its own events with it.
+        with transaction.atomic(), events.batched():
             batch = _next_due(now, failed)
             if not batch:
                 return handled
-            announcements: list[tuple[ActiveSchedule, Firing, str, dict]] = []
             for schedule in batch:
                 try:
-                    with transaction.atomic():
-                        fired = _fire(schedule, now, memo)
+                    fired = _fire_once(schedule, now, memo)
                 except Exception:
                     logger.exception("firing schedule %s failed; the next tick retries it", schedule.schedule_id)
                     failed.append(schedule.id)
                     continue
-                announcements += [(schedule, *firing) for firing in fired]
-                handled += 1
-            with events.batched():
-                for schedule, firing, status, result in announcements:
+                for firing, status, result in fired:
                     _announce(schedule, firing, status, result)
+                handled += 1
 
 
 def due_count(now: datetime | None = None, limit: int = 10_000) -> int:
@@ -145,16 +143,18 @@ def _next_due(now: datetime, failed: list[int]) -> list[ActiveSchedule]:
 
 
 class _Memo:
-    """Per tick: the owner's principal and the target revision, resolved once per owner and target.
+    """Per tick: the owner's principal, the target revision and its workflow definition,
+    resolved and authorized once per owner and target.
 
     Many schedules share an owner and a target; resolving them (a handful of queries each)
     once per tick keeps a tick's cost per firing down. Access is still checked on every
-    tick, and the workflow engine checks it again when it creates each execution.
+    tick: an owner who loses it gets `access_error` from the next tick on.
     """
 
     def __init__(self):
         self.principals: dict[str, object] = {}
         self.revisions: dict[tuple, object] = {}
+        self.workflows: dict[tuple, object] = {}
 
     def principal(self, document: dict):
         key = json.dumps(document.get("_owner") or {}, sort_keys=True)
@@ -169,9 +169,43 @@ class _Memo:
             self.revisions[key] = documents.target_revision(principal, target)  # failures are not kept
         return self.revisions[key]
 
+    def workflow(self, principal, revision, reference: dict):
+        """The definition `reference` names in `revision`, checked runnable by the principal."""
+        from workflows.services.executions import workflow_for
 
-def _fire(schedule: ActiveSchedule, now: datetime, memo: "_Memo | None" = None) -> list[tuple[Firing, str, dict]]:
-    """Record the schedule's due occurrences and start its execution; the firings recorded."""
+        key = (id(principal), revision.id, json.dumps(reference, sort_keys=True))
+        if key not in self.workflows:
+            self.workflows[key] = workflow_for(principal, revision, reference)  # failures are not kept
+        return self.workflows[key]
+
+
+class _Refused(Exception):
+    """The workflow engine would not start a schedule's execution: the firing's status and result."""
+
+    def __init__(self, status: str, result: dict):
+        super().__init__(status)
+        self.outcome = (status, result)
+
+
+def _fire_once(schedule: ActiveSchedule, now: datetime, memo: "_Memo") -> list[tuple[Firing, str, dict]]:
+    """`_fire` under a savepoint. An execution the engine refuses leaves nothing behind: the
+    savepoint takes back what it wrote, and the firing is recorded with the refusal under
+    a second one."""
+    try:
+        with transaction.atomic(), events.batched():
+            return _fire(schedule, now, memo)
+    except _Refused as refused:
+        with transaction.atomic(), events.batched():
+            return _fire(schedule, now, memo, refused=refused)
+
+
+def _fire(
+    schedule: ActiveSchedule, now: datetime, memo: "_Memo | None" = None, refused: _Refused | None = None
+) -> list[tuple[Firing, str, dict]]:
+    """Record the schedule's due occurrences and start its execution; the firings recorded.
+
+    With `refused`, the latest occurrence is recorded with that outcome instead of starting
+    anything (raises `_Refused` when the engine refuses to start it)."""
     document = schedule.document
     moments, following, unrecorded = _occurrences(document, schedule.next_fire_at, now)
     grace = timedelta(seconds=settings.SCHEDULER_GRACE_SECONDS)
@@ -189,7 +223,7 @@ def _fire(schedule: ActiveSchedule, now: datetime, memo: "_Memo | None" = None) 
     elif document.get("overlap") == "skip" and _previous_running(schedule):
         _record(schedule, latest, Firing.Status.SKIPPED, {"reason": "the previous execution is still running"}, fired)
     else:
-        _invoke(schedule, latest, memo or _Memo(), fired)
+        _invoke(schedule, latest, memo or _Memo(), fired, refused)
     state = ActiveSchedule.State.COMPLETED if document["repeat"] == "one_time" else schedule.state
     ActiveSchedule.objects.filter(id=schedule.id).update(
         next_fire_at=following, state=state, last_execution_id=schedule.last_execution_id
@@ -229,7 +263,9 @@ def _previous_running(schedule: ActiveSchedule) -> bool:
     ).exists()
 
 
-def _invoke(schedule: ActiveSchedule, scheduled_for: datetime, memo: _Memo, fired: list) -> None:
+def _invoke(
+    schedule: ActiveSchedule, scheduled_for: datetime, memo: _Memo, fired: list, refused: _Refused | None
+) -> None:
     """Start the execution on behalf of the schedule's owner and record the firing with its outcome.
 
     The schedule's row is locked, so no other tick fires it meanwhile; a firing recorded
@@ -239,46 +275,48 @@ def _invoke(schedule: ActiveSchedule, scheduled_for: datetime, memo: _Memo, fire
     """
     if Firing.objects.filter(schedule_id=schedule.schedule_id, scheduled_for=scheduled_for).exists():
         return
-    status, result = _start_execution(schedule, memo)
+    status, result = refused.outcome if refused else _start_execution(schedule, memo)
     fired.append((_new_firing(schedule, scheduled_for, status, result), status, result))
 
 
 def _start_execution(schedule: ActiveSchedule, memo: _Memo) -> tuple[str, dict]:
+    """Start the schedule's execution (in the caller's savepoint); raises `_Refused` if the
+    engine will not, or fails."""
     from workflows.services.executions import execution_create
     from workflows.services.sessions import session_create, session_get
 
     document = schedule.document
     target = document["invocation_target"]
     try:
-        # Its own batch of events: written with the execution, or dropped with it on error.
-        with transaction.atomic(), events.batched(own=True):
-            principal = memo.principal(document)
-            if principal.user is None:
-                raise AccessDenied()
-            revision = memo.revision(principal, target)
-            session_ref = target["target"].get("session")
-            session = (
-                session_get(revision, session_ref)
-                if session_ref
-                else session_create(principal=principal, revision=revision, alias=None, description=f"schedule {schedule.schedule_id}")
-            )
-            execution = execution_create(
-                principal=principal,
-                revision=revision,
-                session=session,
-                workflow=target["workflow"],
-                input_data=target.get("input_data"),
-            )
+        principal = memo.principal(document)
+        if principal.user is None:
+            raise AccessDenied()
+        revision = memo.revision(principal, target)
+        workflow = memo.workflow(principal, revision, target["workflow"])
+        session_ref = target["target"].get("session")
+        session = (
+            session_get(revision, session_ref)
+            if session_ref
+            else session_create(principal=principal, revision=revision, alias=None, description=f"schedule {schedule.schedule_id}")
+        )
+        execution = execution_create(
+            principal=principal,
+            revision=revision,
+            session=session,
+            workflow=workflow,
+            input_data=target.get("input_data"),
+            new_session=not session_ref,
+        )
     except AccessDenied as exc:
-        return Firing.Status.ACCESS_ERROR, {"error": {"code": exc.code, "message": exc.message}}
+        raise _Refused(Firing.Status.ACCESS_ERROR, {"error": {"code": exc.code, "message": exc.message}}) from exc
     except ApplicationError as exc:
-        return Firing.Status.INVOCATION_ERROR, {"error": {"code": exc.code, "message": exc.message}}
-    except Exception:
-        # The engine crashed on this target: its writes are rolled back with the savepoint,
-        # the firing is recorded (not retried), and the tick goes on with the others.
+        raise _Refused(Firing.Status.INVOCATION_ERROR, {"error": {"code": exc.code, "message": exc.message}}) from exc
+    except Exception as exc:
+        # The engine crashed on this target: the firing is recorded (not retried), and the
+        # tick goes on with the others.
         logger.exception("starting the execution of schedule %s failed", schedule.schedule_id)
         error = {"code": "internal_error", "message": "The execution could not be started."}
-        return Firing.Status.INVOCATION_ERROR, {"error": error}
+        raise _Refused(Firing.Status.INVOCATION_ERROR, {"error": error}) from exc
     schedule.last_execution_id = execution.id
     return Firing.Status.SUCCESS, {"execution_id": str(execution.id)}
 

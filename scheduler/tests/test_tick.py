@@ -9,7 +9,8 @@ from django.utils import timezone
 from scheduler import services, tasks
 from scheduler.models import ActiveSchedule, Firing
 from scheduler.tests.support import commit, create, target
-from workflows.models import Execution
+from blobs.models import Event
+from workflows.models import Execution, Session
 from workflows.tests.support import Channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,6 +103,25 @@ def test_a_firing_the_engine_refuses_is_an_invocation_error_and_its_batch_goes_o
     assert refused.status == "invocation_error" and refused.result["error"]["code"] == "limit_exceeded"
     assert Firing.objects.exclude(schedule_id=full["id"]).get().status == "success"
     assert Execution.objects.count() == 2  # the one run by hand and the fresh session's
+
+
+def test_a_refused_firing_leaves_nothing_of_its_execution_behind(setup, settings):
+    client, org, channel = setup
+    settings.LIMITS = {"workflow.executions_per_session": 0}  # the fresh session is made, then refused
+    create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
+    commit(client, channel)
+    schedule = ActiveSchedule.objects.get()
+    due = schedule.next_fire_at
+
+    assert services.tick(now=due) == 1
+
+    firing = Firing.objects.get()
+    assert firing.status == "invocation_error" and firing.result["error"]["code"] == "limit_exceeded"
+    assert not Session.objects.exists() and not Execution.objects.exists()
+    assert not Event.objects.filter(stream__startswith="session:").exists()
+    [announced] = Event.objects.filter(stream=f"blob:{schedule.blob_id}", type="schedule.fired")
+    assert announced.data["status"] == "invocation_error" and announced.data["firing_id"] == str(firing.id)
+    assert ActiveSchedule.objects.get().next_fire_at > due
 
 
 def test_a_schedule_stuck_due_does_not_hide_the_next_due_time_from_the_wake_up(setup, settings, monkeypatch):

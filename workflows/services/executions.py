@@ -1,6 +1,7 @@
 """Starting and stopping executions; the public service other engines (the scheduler) use."""
 
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from blobs.store import read_bytes
 from orgs.models import ApiKey, Role
 from orgs.principal import Principal
 from workflows import engine, values
-from workflows.definitions import graph_of, validate
+from workflows.definitions import Graph, graph_of, validate
 from workflows.models import Execution, Session
 from workflows.services.sessions import require_open
 
@@ -86,20 +87,21 @@ def _inputs(graph, input_data: Any) -> dict[str, dict]:
     return inputs
 
 
-def execution_create(
-    *,
-    principal: Principal,
-    revision: Revision,
-    session: Session,
-    workflow: Any,
-    input_data: Any = None,
-    depth: int = 0,
-    parent_step=None,
-) -> Execution:
-    """Validate, store the execution as queued, and enqueue its first steps after commit."""
+@dataclass(frozen=True)
+class Workflow:
+    """A `workflow` reference resolved for a principal allowed to run it: the revision that
+    holds the definition, its alias and manifest entry, and its validated graph."""
+
+    revision: Revision
+    alias: str
+    entry: ManifestEntry
+    graph: Graph
+
+
+def workflow_for(principal: Principal, revision: Revision, reference: Any) -> Workflow:
+    """Check that the principal may run workflows in `revision` and resolve `reference`."""
     policy.authorize_blob(principal, Role.WRITE, revision.blob)
-    require_open(session)
-    target, alias, entry = resolve_workflow(principal, revision, workflow)
+    target, alias, entry = resolve_workflow(principal, revision, reference)
     # A definition is an immutable object: once valid, its graph is cached by hash.
     graph = engine.cached_graph(entry.object_id)
     if graph is None:
@@ -113,18 +115,43 @@ def execution_create(
                 details=[{"path": p.path, "message": p.message} for p in problems[:50]],
             )
         graph = engine.remember_graph(entry.object_id, graph_of(document))
-    inputs = _inputs(graph, input_data)
+    return Workflow(target, alias, entry, graph)
+
+
+def execution_create(
+    *,
+    principal: Principal,
+    revision: Revision,
+    session: Session,
+    workflow: Any,
+    input_data: Any = None,
+    depth: int = 0,
+    parent_step=None,
+    new_session: bool = False,
+) -> Execution:
+    """Validate, store the execution as queued, and enqueue its first steps after commit.
+
+    `workflow` is a reference (API.md §3.1) or a `Workflow` that `workflow_for` resolved for
+    this principal and revision: a caller starting many executions of one definition (the
+    scheduler's tick) resolves and authorizes it once. `new_session`: the caller created the
+    session in this transaction, so it has no executions to count against its limit.
+    """
+    if not isinstance(workflow, Workflow):
+        workflow = workflow_for(principal, revision, workflow)
+    require_open(session)
+    inputs = _inputs(workflow.graph, input_data)
     # No savepoint of its own: a caller that goes on after an error here (the scheduler) has one.
     with transaction.atomic(savepoint=False):
-        limits.check("workflow.executions_per_session", Execution.objects.filter(session=session).count())
+        held = 0 if new_session else Execution.objects.filter(session=session).count()
+        limits.check("workflow.executions_per_session", held)
         now = timezone.now()
         execution = Execution.objects.create(
             org_id=revision.org_id,
             session=session,
             revision=revision,
-            definition_revision=target,
-            definition_alias=alias,
-            definition_object=entry.object,
+            definition_revision=workflow.revision,
+            definition_alias=workflow.alias,
+            definition_object=workflow.entry.object,
             input_data=input_data or [],
             deadline=now + timedelta(seconds=settings.WORKFLOW_EXECUTION_TIMEOUT_SECONDS),
             depth=depth,
