@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from blobs.models import Event
 from scheduler import services, tasks
 from scheduler.models import ActiveSchedule, Firing
 from scheduler.tests.support import commit, create, target
-from blobs.models import Event
 from workflows.models import Execution, Session
 from workflows.tests.support import Channel
 
