@@ -1,11 +1,21 @@
 """The Celery app. Tasks take ids and call services (STYLE.md)."""
 
+import gc
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blobhub.settings")
 
 app = Celery("blobhub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect  # each pool process, once forked
+@worker_ready.connect  # the worker's own process (where a threads pool runs the tasks)
+def _freeze_loaded_objects(**kwargs) -> None:
+    """Set what is loaded at start aside from the garbage collector, as blobhub.asgi does:
+    full collections then scan only what tasks made, not the whole of Django and the engines."""
+    gc.freeze()

@@ -15,6 +15,7 @@ class BlobsConfig(AppConfig):
         # Blob uploads and downloads may be gigabytes: see the module for what daphne lacks.
         asgi_streaming.install()
         realtime.plain_frame_log_arguments()
+        realtime.write_through()
 
 
 def check_storage() -> None:
