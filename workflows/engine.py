@@ -87,8 +87,7 @@ def begin(execution: Execution, inputs: dict[str, dict]) -> list[int]:
                 finished_at=now,
             )
         )
-    StepRun.objects.bulk_create(entries)
-    return [step.id for step in _advance(execution, known=entries, all_known=True)]
+    return [step.id for step in _advance(execution, known=entries, all_known=True, unsaved=True)]
 
 
 def enqueue(step_ids: list[int], countdown: float | None = None) -> None:
@@ -115,13 +114,19 @@ def advance(execution: Execution) -> list[int]:
 
 
 def _advance(
-    execution: Execution, known: list[StepRun] = (), claim_first: bool = False, all_known: bool = False
+    execution: Execution,
+    known: list[StepRun] = (),
+    claim_first: bool = False,
+    all_known: bool = False,
+    unsaved: bool = False,
 ) -> list[StepRun]:
     """`advance`, returning the new queued steps themselves; `known` are steps the caller has
-    just written, whose values it holds (`all_known`: and they are all the execution has).
+    just written, whose values it holds (`all_known`: and they are all the execution has;
+    `unsaved`: and they are to be inserted here, with the new steps).
 
     With `claim_first` the first new ready step is inserted already claimed (running under a
     lease, see `_lease`) for the caller to run inline; it is cancelled if the execution ends here.
+    The new steps are inserted together, in one statement.
     """
     if execution.status in Execution.FINAL:
         return []
@@ -141,6 +146,7 @@ def _advance(
     for step in known:
         if all_known or step.component_id in steps:
             steps[step.component_id] = step
+    new: list[StepRun] = list(known) if unsaved else []
     queued: list[StepRun] = []
     changed = True
     while changed:
@@ -153,28 +159,17 @@ def _advance(
                 continue
             changed = True
             fired = decision
+            step = StepRun(org_id=execution.org_id, execution=execution, component_id=cid, component_type=component["type"])
             if fired:
-                step = StepRun(
-                    org_id=execution.org_id,
-                    execution=execution,
-                    component_id=cid,
-                    component_type=component["type"],
-                    inputs=_gather_inputs(graph, fired, steps),
-                )
+                step.inputs = _gather_inputs(graph, fired, steps)
                 if claim and not queued:
                     _lease(step, timezone.now())
-                step.save(force_insert=True)
                 queued.append(step)
             else:
-                step = StepRun.objects.create(
-                    org_id=execution.org_id,
-                    execution=execution,
-                    component_id=cid,
-                    component_type=component["type"],
-                    status=StepRun.Status.SKIPPED,
-                    finished_at=timezone.now(),
-                )
+                step.status, step.finished_at = StepRun.Status.SKIPPED, timezone.now()
+            new.append(step)
             steps[cid] = step
+    StepRun.objects.bulk_create(new)
     _maybe_finish(execution, graph, steps)
     if execution.status in Execution.FINAL or execution.status == Execution.Status.STOPPING:
         if queued and queued[0].status == StepRun.Status.RUNNING:  # claimed above: never runs
