@@ -352,3 +352,17 @@ class ServeProcess:
         # SIGTERM, not SIGINT: a benchmark run as a background job of a shell without job
         # control starts its children with SIGINT ignored.
         stop_process(self.process, timeout=30, sig=signal.SIGTERM)
+
+
+def project_channel_layer():
+    """A channel layer of its own, of the backend the project is configured with."""
+    from channels.layers import channel_layers
+
+    return channel_layers.make_backend("default")
+
+
+async def close_channel_layer(layer) -> None:
+    """Close the layer's Redis connections (channels_redis's two backends name it differently;
+    the core backend's `flush` would delete every key of the layer instead)."""
+    close = getattr(layer, "close_pools", None)
+    await (close() if close is not None else layer.flush())

@@ -47,8 +47,10 @@ from pathlib import Path
 from _services import (
     Cleanup,
     app_environment,
+    close_channel_layer,
     fresh_database,
     given_servers,
+    project_channel_layer,
     run_with_cleanup,
     setup_django,
     start_postgres,
@@ -159,12 +161,9 @@ class Watcher:
     FINAL = ("completed", "failed", "stopped")
 
     def __init__(self, session_id):
-        from django.conf import settings
-
         from blobs import events
 
         self.group = events.group_name(events.stream_name("session", session_id))
-        self.config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
         self.arrived: dict[str, tuple[float, str]] = {}
         self.changed = threading.Condition()
         self.ready = threading.Event()
@@ -184,9 +183,7 @@ class Watcher:
             pass
 
     async def _receive(self) -> None:
-        from channels_redis.core import RedisChannelLayer
-
-        layer = RedisChannelLayer(**self.config)
+        layer = project_channel_layer()
         channel = await layer.new_channel()
         await layer.group_add(self.group, channel)
         self.ready.set()
@@ -207,7 +204,7 @@ class Watcher:
                         self.arrived[body.get("execution_id")] = (time.perf_counter(), status)
                         self.changed.notify_all()
         finally:
-            await layer.close_pools()
+            await close_channel_layer(layer)
 
     def wait(self, execution_id, timeout: float = 60) -> tuple[float, str]:
         """When the final status of `execution_id` arrived; falls back on the database if lost."""

@@ -53,9 +53,11 @@ from pathlib import Path
 from _services import (
     Cleanup,
     app_environment,
+    close_channel_layer,
     fresh_database,
     given_servers,
     http_ok,
+    project_channel_layer,
     spawn,
     start_postgres,
     start_redis,
@@ -207,8 +209,8 @@ class LayerProbe:
     event is available in Redis to the servers, to split latency into the worker's part
     (insert, commit, publish) and the WebSocket server's part (receive, fan out, send)."""
 
-    def __init__(self, redis_url: str, group: str, deadline: float):
-        self.redis_url, self.group, self.deadline = redis_url, group, deadline
+    def __init__(self, group: str, deadline: float):
+        self.group, self.deadline = group, deadline
         self.arrivals: dict[int, float] = {}
         self.ready = threading.Event()
         self.error: str | None = None
@@ -220,9 +222,7 @@ class LayerProbe:
             raise RuntimeError("the channel-layer probe did not join the group")
 
     async def _run(self) -> None:
-        from channels_redis.core import RedisChannelLayer
-
-        layer = RedisChannelLayer(hosts=[{"address": self.redis_url, "socket_timeout": 15}])
+        layer = project_channel_layer()
 
         async def listen(channel: str) -> None:
             while True:
@@ -244,7 +244,7 @@ class LayerProbe:
             self.error = f"{type(exc).__name__}: {exc}"
             self.ready.set()
         finally:
-            await layer.close_pools()
+            await close_channel_layer(layer)
 
     def join(self) -> None:
         self.thread.join(timeout=max(1.0, self.deadline - time.monotonic() + 5))
@@ -367,7 +367,7 @@ class Run:
     wall: float
 
 
-async def run_clients(url: str, fixture: Fixture, count: int, redis_url: str, watched: dict, worker) -> Run:
+async def run_clients(url: str, fixture: Fixture, count: int, watched: dict, worker) -> Run:
     """Connect every client; with the worker's queue paused, start the execution and subscribe
     them all; then let the worker run it, and read."""
     from blobs.events import group_name, stream_name
@@ -378,7 +378,7 @@ async def run_clients(url: str, fixture: Fixture, count: int, redis_url: str, wa
     await asyncio.to_thread(worker.pause)
     execution_id = await asyncio.to_thread(start_execution, fixture)
     deadline = time.monotonic() + RUN_SECONDS
-    probe = LayerProbe(redis_url, group_name(stream_name("execution", execution_id)), deadline)
+    probe = LayerProbe(group_name(stream_name("execution", execution_id)), deadline)
     await asyncio.to_thread(probe.start)
     params = {"scope": "revision", "scope_id": fixture.revision_id, "target": "execution", "target_id": execution_id, "since": 0}
     started = time.monotonic()
@@ -598,7 +598,7 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
     fixture = create_fixture(chain_definition(args.steps, args.pace))
     url = f"ws://127.0.0.1:{port}/v1/ws"
     load_before = os.getloadavg()[0]
-    outcome = asyncio.run(run_clients(url, fixture, args.clients, redis_url, watched, WorkerQueue(celery_app, hostname, queue)))
+    outcome = asyncio.run(run_clients(url, fixture, args.clients, watched, WorkerQueue(celery_app, hostname, queue)))
     load_after = os.getloadavg()[0]
     forget.append(f"asgi:group:{group_name(stream_name('execution', outcome.execution_id))}")
     print(f"{args.clients} clients connected in {outcome.connect_seconds:.1f} s, subscribed in {outcome.subscribe_seconds:.1f} s")

@@ -108,12 +108,12 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # A slow client's queue holds this many events before new ones are dropped for
-            # it; the consumer then fills the gap from the event table. The socket timeout
-            # must outlast channels_redis's 5 s BZPOPMIN (redis-py's default is also 5 s,
-            # and losing that race kills every consumer waiting on the receive loop).
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 1000, "expiry": 60},
+            # Redis pub/sub: one PUBLISH per event and group, pushed to the servers that
+            # subscribe, where the core backend took several round trips and a Lua script to
+            # send and polled with BZPOPMIN to receive (bench/ws_fanout.py, docs/api.md).
+            # Both are lossy; the WebSocket consumer fills any gap from the event table.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
     CELERY_BROKER_URL = REDIS_URL
