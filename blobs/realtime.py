@@ -7,8 +7,10 @@ Authorization uses the same selectors as REST, for every subscription, and is ch
 again every few seconds, so a revoked key stops receiving and is disconnected.
 
 Live events reach a process once per stream, however many of its connections subscribe:
-one channel-layer channel per process joins the stream's group (`_Fanout`) and puts each
-event on the queue of every local subscriber, whose own task sends it. With 200
+one channel-layer channel per process joins the stream's group (`_Fanout`) and sends each
+event at once to every local subscriber with nothing else to send (daphne's send never
+waits: Twisted buffers what a socket does not take), and queues it for the others, whose
+own task sends it in order after what they have queued. With 200
 subscribers to one execution, Channels' way (a channel and a receive per consumer) cost
 several tasks and a database-thread hop per subscriber and event. The channel layer is
 lossy (a full or expired queue drops messages): a gap is filled when the next event shows
@@ -276,6 +278,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.pending: deque = deque(maxlen=MAX_PENDING)  # live events, worked by the sender
         self.jobs: deque = deque()  # replays and catch-ups, also worked by the sender
         self.wakeup = asyncio.Event()
+        self.sending = False  # the sender (or the fan-out) is sending: anything else queues
         await self.accept(subprotocol=subprotocol)
         self.sender = asyncio.ensure_future(self._send_events())
         self.watchdog = asyncio.ensure_future(self._recheck())
@@ -459,6 +462,25 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.pending.append(event)  # a full queue drops its oldest: gaps are filled from storage
         self.wakeup.set()
 
+    async def send_now(self, event: dict) -> bool:
+        """Send a live event straight from the fan-out, if nothing of this connection's is
+        queued or being sent and every subscription to its stream is live and in step with
+        it (no gap to fill first); whether it did. Else the sender takes it, in order."""
+        if self.sending or self.pending or self.jobs:
+            return False
+        subscriptions = [self.subscriptions.get(key) for key in self.streams.get(event["stream"], ())]
+        if any(s is None or not s.live or event["sequence"] > s.last_sequence + 1 for s in subscriptions):
+            return False
+        self.sending = True
+        try:
+            for subscription in subscriptions:
+                await self._deliver(subscription, event)
+        except Exception:
+            logger.warning("sending events on a WebSocket failed", exc_info=True)
+        finally:
+            self.sending = False
+        return True
+
     async def stream_event(self, message: dict) -> None:
         """A live event sent to this consumer's own channel (the fan-out uses its own)."""
         self.enqueue(message["event"])
@@ -468,20 +490,25 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.wakeup.set()
 
     async def _send_events(self) -> None:
-        """The connection's sender: every event it sends, in order, goes through here."""
+        """The connection's sender: every event it sends, in order, goes through here (or
+        through `send_now` while it has nothing to do)."""
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
-            while self.jobs or self.pending:
-                try:
-                    if self.jobs:
-                        await self.jobs.popleft()()
-                    else:
-                        await self._live(self.pending.popleft())
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.warning("sending events on a WebSocket failed", exc_info=True)
+            self.sending = True
+            try:
+                while self.jobs or self.pending:
+                    try:
+                        if self.jobs:
+                            await self.jobs.popleft()()
+                        else:
+                            await self._live(self.pending.popleft())
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        logger.warning("sending events on a WebSocket failed", exc_info=True)
+            finally:
+                self.sending = False
 
     async def _go_live(self, subscription: Subscription, replay: list[dict], done: asyncio.Future) -> None:
         try:
@@ -594,7 +621,10 @@ class _Fanout:
             if event is None:
                 continue
             for consumer in list(self.members.get(event["stream"], ())):
-                consumer.enqueue(event)
+                # At once for a connection with nothing else to send (one task, no wake-up
+                # per connection); else on its queue, which its own sender works through.
+                if not await consumer.send_now(event):
+                    consumer.enqueue(event)
 
 
 _fanouts: dict[tuple, _Fanout] = {}
