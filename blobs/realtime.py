@@ -469,8 +469,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if self.sending or self.pending or self.jobs:
             return False
         subscriptions = [self.subscriptions.get(key) for key in self.streams.get(event["stream"], ())]
-        if any(s is None or not s.live or event["sequence"] > s.last_sequence + 1 for s in subscriptions):
-            return False
+        if not subscriptions or any(
+            s is None or not s.live or event["sequence"] > s.last_sequence + 1 for s in subscriptions
+        ):
+            return False  # joining, leaving, replaying or behind: the sender sorts it out
         self.sending = True
         try:
             for subscription in subscriptions:
