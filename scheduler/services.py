@@ -86,37 +86,60 @@ def tick(now: datetime | None = None) -> int:
     """Fire every due schedule once; returns how many due schedules were handled.
 
     Due schedules are claimed a batch at a time: their rows are locked with SKIP LOCKED (so
-    concurrent ticks share the work and never wait on each other) and each is fired under a
-    savepoint of its own, so that one that fails is left for the next tick without undoing
-    the others. A firing is recorded under the unique (schedule, scheduled_for) constraint
-    (so a second firing is impossible anyway), its execution started and its next fire time
-    stored, and the batch's commit makes all of that visible at once. Batches are short
-    (BATCH_SIZE): each execution is enqueued soon after it is fired, and the scheduler
-    blob's event counter, which every firing announces on, is locked only from the batch's
-    announcements to its commit. The work is proportional to the due schedules: one indexed
-    range on next_fire_at.
+    concurrent ticks share the work and never wait on each other). A firing is recorded
+    under the unique (schedule, scheduled_for) constraint (so a second firing is impossible
+    anyway), its execution started and its next fire time stored, and the batch's commit
+    makes all of that visible at once. A batch is first fired straight; should any of its
+    schedules fail or be refused, nothing of it is kept and it is fired again with a
+    savepoint per schedule, so that one that fails is left for the next tick without
+    undoing the others. Batches are short (BATCH_SIZE): each execution is enqueued soon
+    after it is fired, and the scheduler blob's event counter, which every firing announces
+    on, is locked only from the batch's announcements to its commit. The work is
+    proportional to the due schedules: one indexed range on next_fire_at.
     """
     now = now or timezone.now()
     handled = 0
     memo = _Memo()
     failed: list[int] = []  # rows that raised: left for the next tick, not retried in this one
     while True:
-        # The batch's events (its executions' and its announcements) are written together
-        # at its end; a schedule whose savepoint rolls back takes its own events with it.
-        with transaction.atomic(), events.batched():
-            batch = _next_due(now, failed)
-            if not batch:
-                return handled
-            for schedule in batch:
+        try:
+            fired = _fire_batch(now, memo, failed, careful=False)
+        except Exception:
+            logger.debug("a schedule of the batch failed or was refused; firing it schedule by schedule", exc_info=True)
+            fired = _fire_batch(now, memo, failed, careful=True)
+        if fired is None:
+            return handled
+        handled += fired
+
+
+def _fire_batch(now: datetime, memo: "_Memo", failed: list[int], careful: bool) -> int | None:
+    """Fire the next batch of due schedules in one transaction; how many, None when none is due.
+
+    Without `careful` a schedule that fails or is refused raises, and the whole batch rolls
+    back with it; with it, each schedule is fired under a savepoint of its own (two more
+    statements each) and one that fails is logged and added to `failed`. The batch's events
+    (its executions' and its announcements) are written together at its end; a schedule
+    whose savepoint rolls back takes its own events with it.
+    """
+    with transaction.atomic(), events.batched():
+        batch = _next_due(now, failed)
+        if not batch:
+            return None
+        handled = 0
+        for schedule in batch:
+            if not careful:
+                fired = _fire(schedule, now, memo)
+            else:
                 try:
                     fired = _fire_once(schedule, now, memo)
                 except Exception:
                     logger.exception("firing schedule %s failed; the next tick retries it", schedule.schedule_id)
                     failed.append(schedule.id)
                     continue
-                for firing, status, result in fired:
-                    _announce(schedule, firing, status, result)
-                handled += 1
+            for firing, status, result in fired:
+                _announce(schedule, firing, status, result)
+            handled += 1
+        return handled
 
 
 def due_count(now: datetime | None = None, limit: int = 10_000) -> int:
