@@ -593,14 +593,12 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
     if len(baseline) < args.baseline_messages:
         raise RuntimeError(f"Redis baseline: {len(baseline)} of {args.baseline_messages} messages arrived")
 
-    from blobs.events import group_name, stream_name
 
     fixture = create_fixture(chain_definition(args.steps, args.pace))
     url = f"ws://127.0.0.1:{port}/v1/ws"
     load_before = os.getloadavg()[0]
     outcome = asyncio.run(run_clients(url, fixture, args.clients, watched, WorkerQueue(celery_app, hostname, queue)))
     load_after = os.getloadavg()[0]
-    forget.append(f"asgi:group:{group_name(stream_name('execution', outcome.execution_id))}")
     print(f"{args.clients} clients connected in {outcome.connect_seconds:.1f} s, subscribed in {outcome.subscribe_seconds:.1f} s")
 
     status, sequences, created = wait_until(

@@ -5,8 +5,7 @@ class BlobsConfig(AppConfig):
     name = "blobs"
 
     def ready(self) -> None:
-        from blobhub import health
-        from blobs import realtime
+        from blobhub import health, server_tuning
         from blobs.content import asgi_streaming
 
         # /healthz asks the configured backend itself (file or S3, with its endpoint and
@@ -14,8 +13,8 @@ class BlobsConfig(AppConfig):
         health.CHECKS["storage"] = check_storage
         # Blob uploads and downloads may be gigabytes: see the module for what daphne lacks.
         asgi_streaming.install()
-        realtime.plain_frame_log_arguments()
-        realtime.write_through()
+        # WebSocket fan-out: many small writes (see the module).
+        server_tuning.install()
 
 
 def check_storage() -> None:

@@ -127,9 +127,13 @@ def _b64(text: str) -> str | None:
     return None
 
 
+def _headers(scope: dict) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+
+
 def credentials_of(scope: dict) -> tuple[str | None, str | None, str | None]:
     """(api key, bearer token, subprotocol to echo) from headers or the subprotocol pair."""
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+    headers = _headers(scope)
     if headers.get("x-api-key"):
         return headers["x-api-key"].strip(), None, None
     scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -149,7 +153,7 @@ def credentials_of(scope: dict) -> tuple[str | None, str | None, str | None]:
 def _same_origin(scope: dict) -> bool:
     from urllib.parse import urlsplit
 
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+    headers = _headers(scope)
     origin, host = headers.get("origin"), headers.get("host")
     return bool(origin and host) and urlsplit(origin).netloc == host
 
@@ -176,8 +180,7 @@ def _session_user(scope: dict):
     but it also wraps every message sent, to save a modified session; a connection that
     only streams events never modifies it, and that check was a tenth of the fan-out's cost.
     """
-    headers = dict(scope.get("headers", []))
-    session_key = parse_cookie(headers.get(b"cookie", b"").decode("latin-1")).get(settings.SESSION_COOKIE_NAME)
+    session_key = parse_cookie(_headers(scope).get("cookie", "")).get(settings.SESSION_COOKIE_NAME)
     if not session_key:
         return None
     request = HttpRequest()
@@ -730,57 +733,3 @@ def _last_sequence(stream: str) -> int:
 
 _core_targets()
 
-
-def plain_frame_log_arguments() -> None:
-    """Have autobahn (daphne's WebSocket layer) format its per-frame debug arguments plainly.
-
-    For every frame it sends, autobahn builds the arguments of a debug message with click's
-    colour codes, whether or not debug messages are logged: a tenth of the server's time when
-    one event goes out to hundreds of connections. Plain text costs next to nothing; the
-    messages, when logged, read the same without colours.
-    """
-    try:
-        from autobahn.websocket import protocol
-    except ImportError:
-        return
-    protocol.hltype = lambda obj: f"<{getattr(obj, '__qualname__', obj)}>"
-    protocol.hlval = lambda value, color=None, bold=True: f"{value}"
-
-
-def write_through() -> None:
-    """Have Twisted (under daphne) send at once what is written to an idle TCP connection.
-
-    Twisted buffers every write and sends it when the reactor next finds the socket writable:
-    per message, the socket is registered for writing with the event loop and unregistered
-    again, which was more than a third of the server's work when an event goes out to
-    hundreds of WebSocket connections. Like asyncio's own transports, a write to a connection
-    with nothing buffered now goes straight to the socket; whatever the socket does not take
-    is buffered as before (and Twisted's producers pause on it as before).
-    """
-    try:
-        from twisted.internet import tcp
-    except ImportError:
-        return
-    if getattr(tcp.Connection, "_blobhub_write_through", False):
-        return
-    buffered_write = tcp.Connection.write
-
-    def write(self, data) -> None:
-        if (
-            data
-            and not self.TLS
-            and self.connected
-            and not self.disconnecting
-            and not self._writeDisconnected
-            and not self._tempDataBuffer
-            and self.offset == len(self.dataBuffer)
-        ):
-            sent = self.writeSomeData(data)
-            if isinstance(sent, int) and sent > 0:  # a lost connection is the buffered path's to report
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        buffered_write(self, data)
-
-    tcp.Connection.write = write
-    tcp.Connection._blobhub_write_through = True

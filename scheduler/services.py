@@ -205,9 +205,9 @@ class _Memo:
 class _Refused(Exception):
     """The workflow engine would not start a schedule's execution: the firing's status and result."""
 
-    def __init__(self, status: str, result: dict):
+    def __init__(self, status: str, result: dict, crashed: bool = False):
         super().__init__(status)
-        self.outcome = (status, result)
+        self.outcome, self.crashed = (status, result), crashed
 
 
 def _fire_once(schedule: ActiveSchedule, now: datetime, memo: "_Memo") -> list[tuple[Firing, str, dict]]:
@@ -218,6 +218,8 @@ def _fire_once(schedule: ActiveSchedule, now: datetime, memo: "_Memo") -> list[t
         with transaction.atomic(), events.batched():
             return _fire(schedule, now, memo)
     except _Refused as refused:
+        if refused.crashed:  # logged here, once, not in a batch's first try too
+            logger.error("starting the execution of schedule %s failed", schedule.schedule_id, exc_info=refused.__cause__)
         with transaction.atomic(), events.batched():
             return _fire(schedule, now, memo, refused=refused)
 
@@ -337,9 +339,8 @@ def _start_execution(schedule: ActiveSchedule, memo: _Memo) -> tuple[str, dict]:
     except Exception as exc:
         # The engine crashed on this target: the firing is recorded (not retried), and the
         # tick goes on with the others.
-        logger.exception("starting the execution of schedule %s failed", schedule.schedule_id)
         error = {"code": "internal_error", "message": "The execution could not be started."}
-        raise _Refused(Firing.Status.INVOCATION_ERROR, {"error": error}) from exc
+        raise _Refused(Firing.Status.INVOCATION_ERROR, {"error": error}, crashed=True) from exc
     schedule.last_execution_id = execution.id
     return Firing.Status.SUCCESS, {"execution_id": str(execution.id)}
 

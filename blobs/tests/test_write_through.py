@@ -5,7 +5,7 @@ import socket
 import pytest
 from twisted.internet import tcp
 
-from blobs import realtime
+from blobhub import server_tuning
 
 
 class Reactor:
@@ -23,7 +23,7 @@ class Reactor:
 
 @pytest.fixture
 def connection():
-    realtime.write_through()
+    server_tuning.write_through()
     ours, peer = socket.socketpair()
     peer.settimeout(5)  # a test that fails does not hang
     reactor = Reactor()

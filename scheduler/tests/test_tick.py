@@ -124,6 +124,27 @@ def test_a_refused_firing_leaves_nothing_of_its_execution_behind(setup, settings
     assert ActiveSchedule.objects.get().next_fire_at > due
 
 
+def test_an_engine_crash_is_recorded_as_an_internal_invocation_error_and_logged_once(setup, monkeypatch, caplog):
+    client, org, channel = setup
+    create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
+    create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
+    commit(client, channel)
+    due = ActiveSchedule.objects.first().next_fire_at
+    from workflows.services import executions
+
+    def crash(**kwargs):
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(executions, "execution_create", crash)
+
+    assert services.tick(now=due) == 2
+
+    assert {(f.status, f.result["error"]["code"]) for f in Firing.objects.all()} == {("invocation_error", "internal_error")}
+    assert not Session.objects.exists() and not Execution.objects.exists()
+    crashes = [r for r in caplog.records if r.getMessage().startswith("starting the execution of schedule")]
+    assert len(crashes) == 2 and all(r.exc_info for r in crashes)  # once per schedule, with its traceback
+
+
 def test_a_schedule_stuck_due_does_not_hide_the_next_due_time_from_the_wake_up(setup, settings, monkeypatch):
     client, org, channel = setup
     settings.SCHEDULER_TICK_SECONDS = 30
