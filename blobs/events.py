@@ -53,8 +53,8 @@ _local = threading.local()
 def batched() -> Iterator[None]:
     """Write the events recorded in this block together when it ends, inside the caller's transaction.
 
-    One statement per stream hands out their sequences and one INSERT stores them all; they are
-    published together after commit. Events keep the order they were recorded in. A block that
+    Their sequences are taken and they are stored in one statement on PostgreSQL (two on
+    SQLite); they are published together after commit. Events keep the order they were recorded in. A block that
     raises writes none of its events. A nested `batched()` joins the enclosing one, so its
     events are written when that one ends; if it raises, its own events leave the enclosing
     batch (a caller that rolls back a savepoint and goes on keeps the others).
@@ -83,19 +83,40 @@ def _write(events: list[Event]) -> None:
         by_stream: dict[str, list[Event]] = {}
         for event in events:
             by_stream.setdefault(event.stream, []).append(event)
-        lasts = _take_sequences({stream: len(on_stream) for stream, on_stream in by_stream.items()})
-        for stream, on_stream in by_stream.items():
-            first = lasts[stream] - len(on_stream) + 1
-            for offset, event in enumerate(on_stream):
-                event.sequence = first + offset
-        _insert(events)
+        counts = {stream: len(on_stream) for stream, on_stream in by_stream.items()}
+        if connection.vendor == "postgresql":
+            _take_and_insert(events, counts)
+        else:
+            lasts = _take_sequences(counts)
+            for stream, on_stream in by_stream.items():
+                first = lasts[stream] - len(on_stream) + 1
+                for offset, event in enumerate(on_stream):
+                    event.sequence = first + offset
+            _insert(events)
         transaction.on_commit(lambda: publish_all(events))
 
 
+_COUNTER_UPSERT = (
+    "INSERT INTO {table} (name, last_sequence) VALUES {rows} "
+    "ON CONFLICT (name) DO UPDATE SET last_sequence = {table}.last_sequence + excluded.last_sequence "
+    "RETURNING name, last_sequence"
+)
+
+
+def _event_fields():
+    return [field for field in Event._meta.concrete_fields if not field.primary_key and field.name != "sequence"]
+
+
+def _saved(event: Event, pk: int) -> None:
+    event.pk = pk
+    event._state.adding, event._state.db = False, connection.alias
+
+
 def _insert(events: list[Event]) -> None:
-    """One INSERT for all of them: what bulk_create does, without most of its cost per call."""
+    """One INSERT for all of them (their sequences set): what bulk_create does, without most
+    of its cost per call."""
     quote = connection.ops.quote_name
-    fields = [field for field in Event._meta.concrete_fields if not field.primary_key]
+    fields = [*_event_fields(), Event._meta.get_field("sequence")]
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     params = [field.get_db_prep_save(field.pre_save(event, True), connection) for event in events for field in fields]
     with connection.cursor() as cursor:
@@ -105,8 +126,7 @@ def _insert(events: list[Event]) -> None:
             params,
         )
         for event, (pk,) in zip(events, cursor.fetchall(), strict=True):
-            event.pk = pk
-            event._state.adding, event._state.db = False, connection.alias
+            _saved(event, pk)
 
 
 def _take_sequences(counts: dict[str, int]) -> dict[str, int]:
@@ -120,12 +140,49 @@ def _take_sequences(counts: dict[str, int]) -> dict[str, int]:
     streams = sorted(counts)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (name, last_sequence) VALUES {', '.join(['(%s, %s)'] * len(streams))} "
-            f"ON CONFLICT (name) DO UPDATE SET last_sequence = {table}.last_sequence + excluded.last_sequence "
-            "RETURNING name, last_sequence",
+            _COUNTER_UPSERT.format(table=table, rows=", ".join(["(%s, %s)"] * len(streams))),
             [value for stream in streams for value in (stream, counts[stream])],
         )
         return dict(cursor.fetchall())
+
+
+def _take_and_insert(events: list[Event], counts: dict[str, int]) -> None:
+    """`_take_sequences` and `_insert` in one PostgreSQL statement (one round trip): the
+    upsert's RETURNING feeds the INSERT, each event numbered back from its stream's last.
+
+    The events are inserted in the order given, so their ids follow it too.
+    """
+    quote = connection.ops.quote_name
+    table = quote(EventStream._meta.db_table)
+    streams = sorted(counts)
+    fields = _event_fields()
+    left = dict(counts)
+    rows, params = [], []
+    for order, event in enumerate(events):
+        left[event.stream] -= 1
+        rows.append("(" + ", ".join([f"CAST(%s AS {f.db_type(connection)})" for f in fields] + ["%s", "%s"]) + ")")
+        params += [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]
+        params += [left[event.stream], order]  # how far from its stream's last; its place
+    columns = [quote(f.column) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH counter AS ({_COUNTER_UPSERT.format(table=table, rows=', '.join(['(%s, %s)'] * len(streams)))}) "
+            f"INSERT INTO {quote(Event._meta.db_table)} ({', '.join(columns)}, {quote('sequence')}) "
+            f"SELECT {', '.join('v.' + c for c in columns)}, counter.last_sequence - v.from_last "
+            f"FROM (VALUES {', '.join(rows)}) AS v({', '.join(columns)}, from_last, place) "
+            f"JOIN counter ON counter.name = v.{quote('stream')} ORDER BY v.place "
+            f"RETURNING {quote(Event._meta.pk.column)}, {quote('stream')}, {quote('sequence')}",
+            [value for stream in streams for value in (stream, counts[stream])] + params,
+        )
+        returned = sorted(cursor.fetchall())
+    if len(returned) != len(events):
+        raise RuntimeError("the event insert did not store every event")
+    # Ids rise in insert order, which is the events' order.
+    for event, (pk, stream, sequence) in zip(events, returned, strict=True):
+        if stream != event.stream:
+            raise RuntimeError("the event insert returned its rows out of order")
+        event.sequence = sequence
+        _saved(event, pk)
 
 
 def render(event: Event) -> dict:
@@ -144,8 +201,8 @@ def publish(event: Event) -> None:
 
 
 def publish_all(events: list[Event]) -> None:
-    """Send each event to its stream's group, in order. Losing a live event is survivable;
-    failing the caller is not."""
+    """Send each event to its stream's group, in order, without waiting for it. Losing a live
+    event is survivable; failing or holding up the caller is not."""
     layer = get_channel_layer()
     if layer is None or not events:
         return
@@ -158,40 +215,67 @@ def publish_all(events: list[Event]) -> None:
             except Exception:
                 logger.warning("could not publish event %s of %s", event.sequence, event.stream, exc_info=True)
 
-    try:
-        _publisher.run(send())
-    except Exception:
-        logger.warning("could not publish %d events", len(events), exc_info=True)
+    _publisher.submit(send)
 
 
 class _Publisher:
-    """One event loop per process, on a daemon thread, that every publish runs on.
+    """One event loop per process, on a daemon thread, that publishes everything, in the
+    order it was submitted, while the callers go on.
 
     `async_to_sync` from a plain thread (a worker's) makes a new loop per call, and with it a
     new Redis connection of the channel layer: that cost more than the rest of a workflow step.
-    Here the layer keeps its connections on one loop. The loop is made again after a fork.
+    Here the layer keeps its connections on one loop, and one task sends the batches one after
+    another, so that events leave in the order they were committed; a caller no longer waits
+    for the round trip (a workflow step's events used to hold up its next step). When the
+    channel layer is down, at most `BACKLOG` batches wait; later ones are dropped, with a
+    warning. The loop is made again after a fork.
     """
+
+    BACKLOG = 10_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
         self._pid: int | None = None
 
-    def _current(self) -> asyncio.AbstractEventLoop:
+    def _current(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
         with self._lock:
             if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
-                loop = asyncio.new_event_loop()
+                loop, queue = asyncio.new_event_loop(), asyncio.Queue(self.BACKLOG)
                 threading.Thread(target=loop.run_forever, name="event-publisher", daemon=True).start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
+                loop.call_soon_threadsafe(loop.create_task, self._drain(queue))
+                self._loop, self._queue, self._pid = loop, queue, os.getpid()
+            return self._loop, self._queue
 
-    def run(self, coroutine) -> None:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._current())
+    @staticmethod
+    async def _drain(queue: asyncio.Queue) -> None:
+        while True:
+            send = await queue.get()
+            try:
+                await asyncio.wait_for(send(), PUBLISH_TIMEOUT_SECONDS)
+            except Exception:
+                logger.warning("could not publish a batch of events", exc_info=True)
+            finally:
+                queue.task_done()
+
+    @staticmethod
+    def _offer(queue: asyncio.Queue, send) -> None:
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            future.result(PUBLISH_TIMEOUT_SECONDS)  # a plain thread waits: publishing stays in order
-        # A thread running an event loop is never blocked: the sends go on without it.
+            queue.put_nowait(send)
+        except asyncio.QueueFull:
+            logger.warning("the event publisher is %d batches behind; a batch of live events is dropped", queue.qsize())
+
+    def submit(self, send) -> None:
+        """Queue `send` (a coroutine function) to run after everything submitted before it."""
+        loop, queue = self._current()
+        loop.call_soon_threadsafe(self._offer, queue, send)
+
+    def flush(self, timeout: float = PUBLISH_TIMEOUT_SECONDS) -> None:
+        """Wait until everything submitted so far is sent (or given up on)."""
+        loop, queue = self._current()
+        asyncio.run_coroutine_threadsafe(queue.join(), loop).result(timeout)
 
 
 _publisher = _Publisher()
+flush = _publisher.flush

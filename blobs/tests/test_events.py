@@ -1,4 +1,8 @@
-"""The event table's batches: sequences handed out together, and blocks that raise."""
+"""The event table's batches (sequences handed out together, blocks that raise) and publishing."""
+
+import asyncio
+import logging
+import threading
 
 import pytest
 from django.db import transaction
@@ -47,3 +51,46 @@ def test_a_batch_that_raises_writes_nothing():
     assert not Event.objects.exists()
     record(org, "s:a", "after")
     assert Event.objects.get().sequence == 1
+
+
+class GatedLayer:
+    """A channel layer (third-party interface) whose sends wait for the test to open a gate."""
+
+    def __init__(self, failing_groups=()):
+        self.gate = threading.Event()
+        self.sent: list[tuple[str, int]] = []
+        self.failing_groups = set(failing_groups)
+
+    async def group_send(self, group, message):
+        await asyncio.to_thread(self.gate.wait, 30)
+        if group in self.failing_groups:
+            raise ConnectionError("the layer is down")
+        self.sent.append((group, message["event"]["sequence"]))
+
+
+def test_publishing_leaves_the_caller_at_once_and_sends_the_batches_in_order(monkeypatch, caplog):
+    org = OrganizationFactory()
+    layer = GatedLayer()
+    monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    with transaction.atomic(), events.batched():
+        first = [record(org, "s:a", "one"), record(org, "s:b", "two")]
+    second = [record(org, "s:a", "three")]
+    events.publish_all(first)  # would wait on the closed gate, and give up, if it waited
+    events.publish_all(second)
+    assert layer.sent == []
+    layer.gate.set()
+    events.flush()
+    assert layer.sent == [("events.s.a", 1), ("events.s.b", 1), ("events.s.a", 2)]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_send_that_fails_is_logged_and_the_next_ones_still_go(monkeypatch, caplog):
+    org = OrganizationFactory()
+    layer = GatedLayer(failing_groups={"events.s.down"})
+    layer.gate.set()
+    monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    events.publish_all([record(org, "s:down", "lost"), record(org, "s:up", "sent")])
+    events.publish_all([record(org, "s:up", "sent too")])
+    events.flush()
+    assert layer.sent == [("events.s.up", 1), ("events.s.up", 2)]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == ["could not publish event 1 of s:down"]
