@@ -5,7 +5,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from blobhub.api.errors import AccessDenied, ApplicationError
@@ -88,8 +88,9 @@ def tick(now: datetime | None = None) -> int:
     Due schedules are claimed a batch at a time: their rows are locked with SKIP LOCKED (so
     concurrent ticks share the work and never wait on each other). A firing is recorded
     under the unique (schedule, scheduled_for) constraint (so a second firing is impossible
-    anyway), its execution started and its next fire time stored, and the batch's commit
-    makes all of that visible at once. A batch is first fired straight; should any of its
+    anyway), its execution started and its next fire time stored (the batch's firings in one
+    INSERT, their next fire times in one UPDATE), and the batch's commit makes all of that
+    visible at once. A batch is first fired straight; should any of its
     schedules fail or be refused, nothing of it is kept and it is fired again with a
     savepoint per schedule, so that one that fails is left for the next tick without
     undoing the others. Batches are short (BATCH_SIZE): each execution is enqueued soon
@@ -116,30 +117,54 @@ def _fire_batch(now: datetime, memo: "_Memo", failed: list[int], careful: bool) 
     """Fire the next batch of due schedules in one transaction; how many, None when none is due.
 
     Without `careful` a schedule that fails or is refused raises, and the whole batch rolls
-    back with it; with it, each schedule is fired under a savepoint of its own (two more
-    statements each) and one that fails is logged and added to `failed`. The batch's events
-    (its executions' and its announcements) are written together at its end; a schedule
-    whose savepoint rolls back takes its own events with it.
+    back with it; the batch's firings are then inserted in one statement and its schedules'
+    next fire times stored in another. With `careful`, each schedule is fired and written
+    under a savepoint of its own, and one that fails is logged and added to `failed`. The
+    batch's events (its executions' and its announcements) are written together at its
+    end; a schedule whose savepoint rolls back takes its own events with it.
     """
     with transaction.atomic(), events.batched():
         batch = _next_due(now, failed)
         if not batch:
             return None
-        handled = 0
+        recorded = _recorded(batch)
+        done: list[tuple[ActiveSchedule, list]] = []
         for schedule in batch:
             if not careful:
-                fired = _fire(schedule, now, memo)
-            else:
-                try:
-                    fired = _fire_once(schedule, now, memo)
-                except Exception:
-                    logger.exception("firing schedule %s failed; the next tick retries it", schedule.schedule_id)
-                    failed.append(schedule.id)
-                    continue
+                done.append((schedule, _fire(schedule, now, recorded, memo)))
+                continue
+            try:
+                with transaction.atomic():
+                    fired = _fire_once(schedule, now, recorded, memo)
+                    _save([(schedule, fired)])
+            except Exception:
+                logger.exception("firing schedule %s failed; the next tick retries it", schedule.schedule_id)
+                failed.append(schedule.id)
+                continue
+            done.append((schedule, fired))
+        if not careful:
+            _save(done)
+        for schedule, fired in done:
             for firing, status, result in fired:
                 _announce(schedule, firing, status, result)
-            handled += 1
-        return handled
+        return len(done)
+
+
+def _recorded(batch: list[ActiveSchedule]) -> set[tuple]:
+    """The (schedule, time) pairs of the batch's firings recorded already, from its earliest due time on.
+
+    A tick records a firing and moves its schedule's next fire time in one transaction, so
+    this is normally empty; it keeps an occurrence recorded anyway from being fired again.
+    """
+    earliest = min(schedule.next_fire_at for schedule in batch)
+    pairs = Firing.objects.filter(schedule_id__in=[s.schedule_id for s in batch], scheduled_for__gte=earliest)
+    return set(pairs.values_list("schedule_id", "scheduled_for"))
+
+
+def _save(done: list[tuple[ActiveSchedule, list]]) -> None:
+    """Insert the firings and store the next fire times (as `_fire` left them on the rows)."""
+    Firing.objects.bulk_create([firing for _, fired in done for firing, _, _ in fired])
+    ActiveSchedule.objects.bulk_update([schedule for schedule, _ in done], ["next_fire_at", "state", "last_execution_id"])
 
 
 def due_count(now: datetime | None = None, limit: int = 10_000) -> int:
@@ -210,49 +235,56 @@ class _Refused(Exception):
         self.outcome, self.crashed = (status, result), crashed
 
 
-def _fire_once(schedule: ActiveSchedule, now: datetime, memo: "_Memo") -> list[tuple[Firing, str, dict]]:
+def _fire_once(schedule: ActiveSchedule, now: datetime, recorded: set, memo: "_Memo") -> list[tuple[Firing, str, dict]]:
     """`_fire` under a savepoint. An execution the engine refuses leaves nothing behind: the
     savepoint takes back what it wrote, and the firing is recorded with the refusal under
     a second one."""
     try:
         with transaction.atomic(), events.batched():
-            return _fire(schedule, now, memo)
+            return _fire(schedule, now, recorded, memo)
     except _Refused as refused:
         if refused.crashed:  # logged here, once, not in a batch's first try too
             logger.error("starting the execution of schedule %s failed", schedule.schedule_id, exc_info=refused.__cause__)
         with transaction.atomic(), events.batched():
-            return _fire(schedule, now, memo, refused=refused)
+            return _fire(schedule, now, recorded, memo, refused=refused)
 
 
 def _fire(
-    schedule: ActiveSchedule, now: datetime, memo: "_Memo | None" = None, refused: _Refused | None = None
+    schedule: ActiveSchedule, now: datetime, recorded: set, memo: "_Memo | None" = None, refused: _Refused | None = None
 ) -> list[tuple[Firing, str, dict]]:
-    """Record the schedule's due occurrences and start its execution; the firings recorded.
+    """Start the schedule's execution for its latest due occurrence; its firings, to be
+    inserted (`_save`), and its next fire time, set on the row (not yet stored).
 
-    With `refused`, the latest occurrence is recorded with that outcome instead of starting
-    anything (raises `_Refused` when the engine refuses to start it)."""
+    Earlier occurrences, and one already in `recorded`, start nothing. With `refused`, the
+    latest occurrence gets that outcome instead (raises `_Refused` when the engine refuses
+    to start it)."""
     document = schedule.document
     moments, following, unrecorded = _occurrences(document, schedule.next_fire_at, now)
     grace = timedelta(seconds=settings.SCHEDULER_GRACE_SECONDS)
     *missed, latest = moments
     fired: list[tuple[Firing, str, dict]] = []
+
+    def skip(moment: datetime, reason: str) -> None:
+        if (schedule.schedule_id, moment) not in recorded:
+            result = {"reason": reason}
+            fired.append((_new_firing(schedule, moment, Firing.Status.SKIPPED, result), Firing.Status.SKIPPED, result))
+
     for index, moment in enumerate(missed):
         reason = "missed: the scheduler was not running at that time"
         if unrecorded and index == len(missed) - 1:
             reason += f"; the occurrences after it up to {latest.isoformat()} were missed too, not recorded one by one"
-        _record(schedule, moment, Firing.Status.SKIPPED, {"reason": reason}, fired)
+        skip(moment, reason)
     lateness = now - latest
     if lateness > grace:
-        reason = f"missed: {lateness.total_seconds():.0f} s late, past the grace of {grace.total_seconds():.0f} s"
-        _record(schedule, latest, Firing.Status.SKIPPED, {"reason": reason}, fired)
+        skip(latest, f"missed: {lateness.total_seconds():.0f} s late, past the grace of {grace.total_seconds():.0f} s")
     elif document.get("overlap") == "skip" and _previous_running(schedule):
-        _record(schedule, latest, Firing.Status.SKIPPED, {"reason": "the previous execution is still running"}, fired)
-    else:
-        _invoke(schedule, latest, memo or _Memo(), fired, refused)
-    state = ActiveSchedule.State.COMPLETED if document["repeat"] == "one_time" else schedule.state
-    ActiveSchedule.objects.filter(id=schedule.id).update(
-        next_fire_at=following, state=state, last_execution_id=schedule.last_execution_id
-    )
+        skip(latest, "the previous execution is still running")
+    elif (schedule.schedule_id, latest) not in recorded:
+        status, result = refused.outcome if refused else _start_execution(schedule, memo or _Memo())
+        fired.append((_new_firing(schedule, latest, status, result), status, result))
+    schedule.next_fire_at = following
+    if document["repeat"] == "one_time":
+        schedule.state = ActiveSchedule.State.COMPLETED
     return fired
 
 
@@ -286,22 +318,6 @@ def _previous_running(schedule: ActiveSchedule) -> bool:
     return bool(schedule.last_execution_id) and Execution.objects.filter(id=schedule.last_execution_id).exclude(
         status__in=Execution.FINAL
     ).exists()
-
-
-def _invoke(
-    schedule: ActiveSchedule, scheduled_for: datetime, memo: _Memo, fired: list, refused: _Refused | None
-) -> None:
-    """Start the execution on behalf of the schedule's owner and record the firing with its outcome.
-
-    The schedule's row is locked, so no other tick fires it meanwhile; a firing recorded
-    already (by a tick that then failed to move next_fire_at) means it is not fired again.
-    Should one appear anyway, the unique constraint fails the insert and the caller's
-    savepoint takes the execution back with it: exactly once either way.
-    """
-    if Firing.objects.filter(schedule_id=schedule.schedule_id, scheduled_for=scheduled_for).exists():
-        return
-    status, result = refused.outcome if refused else _start_execution(schedule, memo)
-    fired.append((_new_firing(schedule, scheduled_for, status, result), status, result))
 
 
 def _start_execution(schedule: ActiveSchedule, memo: _Memo) -> tuple[str, dict]:
@@ -346,7 +362,8 @@ def _start_execution(schedule: ActiveSchedule, memo: _Memo) -> tuple[str, dict]:
 
 
 def _new_firing(schedule: ActiveSchedule, scheduled_for: datetime, status: str, result: dict) -> Firing:
-    return Firing.objects.create(
+    """A firing row, not yet saved."""
+    return Firing(
         org_id=schedule.org_id,
         blob_id=schedule.blob_id,
         schedule_id=schedule.schedule_id,
@@ -355,16 +372,6 @@ def _new_firing(schedule: ActiveSchedule, scheduled_for: datetime, status: str, 
         status=status,
         result=result,
     )
-
-
-def _record(schedule: ActiveSchedule, scheduled_for: datetime, status: str, result: dict, fired: list) -> None:
-    """Record a firing that starts nothing (skipped), unless that occurrence has one already."""
-    try:
-        with transaction.atomic():
-            firing = _new_firing(schedule, scheduled_for, status, result)
-    except IntegrityError:
-        return
-    fired.append((firing, status, result))
 
 
 def _announce(schedule: ActiveSchedule, firing: Firing, status: str, result: dict) -> None:

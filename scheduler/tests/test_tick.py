@@ -49,6 +49,31 @@ def test_more_due_schedules_than_a_batch_all_fire_once(setup, settings):
     assert Execution.objects.count() == count
 
 
+def test_an_occurrence_recorded_already_is_not_fired_again_and_its_schedule_moves_on(setup, settings):
+    client, org, channel = setup
+    for _ in range(3):
+        create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
+    commit(client, channel)
+    fired_before = ActiveSchedule.objects.order_by("id")[1]
+    due = fired_before.next_fire_at
+    earlier = Firing.objects.create(
+        org_id=fired_before.org_id,
+        blob_id=fired_before.blob_id,
+        schedule_id=fired_before.schedule_id,
+        scheduled_for=due,
+        invocation_target=fired_before.document["invocation_target"],
+        status="success",
+        result={},
+    )
+
+    assert services.tick(now=due + timedelta(seconds=1)) == 3
+
+    assert list(Firing.objects.filter(schedule_id=fired_before.schedule_id)) == [earlier]
+    assert Firing.objects.filter(scheduled_for=due, status="success").count() == 3
+    assert Execution.objects.count() == 2
+    assert ActiveSchedule.objects.filter(next_fire_at=due + timedelta(days=1)).count() == 3
+
+
 def test_a_tick_wakes_up_for_a_schedule_due_before_the_next_beat(setup, settings, monkeypatch):
     client, org, channel = setup
     settings.SCHEDULER_TICK_SECONDS = 30
