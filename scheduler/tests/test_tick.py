@@ -16,12 +16,17 @@ from workflows.tests.support import Channel
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_schedule_that_fails_to_fire_is_left_due_and_the_rest_of_its_batch_fires(setup, settings):
+def the_middle_of_three_daily(setup) -> ActiveSchedule:
+    """Three schedules due daily at 09:00 UTC, committed; the second one's active row."""
     client, org, channel = setup
     for _ in range(3):
         create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
     commit(client, channel)
-    broken = ActiveSchedule.objects.order_by("id")[1]
+    return ActiveSchedule.objects.order_by("id")[1]
+
+
+def test_a_schedule_that_fails_to_fire_is_left_due_and_the_rest_of_its_batch_fires(setup, settings):
+    broken = the_middle_of_three_daily(setup)
     document = {**broken.document, "cron_expression": "not a cron"}  # a row damaged behind our back
     ActiveSchedule.objects.filter(id=broken.id).update(document=document)
     due = broken.next_fire_at
@@ -50,11 +55,7 @@ def test_more_due_schedules_than_a_batch_all_fire_once(setup, settings):
 
 
 def test_an_occurrence_recorded_already_is_not_fired_again_and_its_schedule_moves_on(setup, settings):
-    client, org, channel = setup
-    for _ in range(3):
-        create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
-    commit(client, channel)
-    fired_before = ActiveSchedule.objects.order_by("id")[1]
+    fired_before = the_middle_of_three_daily(setup)
     due = fired_before.next_fire_at
     earlier = Firing.objects.create(
         org_id=fired_before.org_id,
