@@ -4,7 +4,7 @@ import gc
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blobhub.settings")
 
@@ -19,3 +19,15 @@ def _freeze_loaded_objects(**kwargs) -> None:
     """Set what is loaded at start aside from the garbage collector, as blobhub.asgi does:
     full collections then scan only what tasks made, not the whole of Django and the engines."""
     gc.freeze()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_old_connections(sender=None, **kwargs) -> None:
+    """Around each task, what Django does around each request: close a database connection
+    that is past CONN_MAX_AGE or broken (CELERY_DB_REUSE_MAX keeps the others open). Not for
+    an eager task, which runs inside its caller's transaction."""
+    from django.db import close_old_connections
+
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()

@@ -129,6 +129,11 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes the database connection after every task unless told to
+# reuse it; a new PostgreSQL connection per task (a backend forked, its caches cold) cost
+# more than a workflow step. Connections are reused for this many tasks, and closed sooner
+# when CONN_MAX_AGE or an error says so (blobhub.celery, as Django does around a request).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None

@@ -87,6 +87,25 @@ def test_fifty_executions_started_at_once_all_complete(tasks_go_through_the_brok
     assert not Execution.objects.filter(id__in=ids).exclude(status="completed").exists()
 
 
+def _worker_backends() -> set[int]:
+    """The pids of the other PostgreSQL sessions on the test database (the worker's, here)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return {pid for (pid,) in cursor.fetchall()}
+
+
+def test_the_worker_keeps_its_database_connections_from_task_to_task(tasks_go_through_the_broker, workspace):
+    warm_up = [start(workspace, "approve", [{"price": n}]).id for n in range(10)]  # every worker thread connects
+    wait_for(lambda: Execution.objects.filter(id__in=warm_up, status="completed").count() == 10, timeout=60, what="the warm-up")
+    connected = _worker_backends()
+    assert connected
+    for n in range(5):
+        assert finished(start(workspace, "approve", [{"price": n}]).id).status == "completed"
+    assert _worker_backends() <= connected  # no task opened a connection of its own
+
+
 def test_a_stopped_execution_stops(tasks_go_through_the_broker, workspace):
     execution = start(workspace, "sleepy")
     wait_for(lambda: StepRun.objects.filter(execution=execution, component_id="wait", status="running").exists(), timeout=30, what="the delay running")
