@@ -12,6 +12,7 @@ the scan recorded. Small models go through the same path, whole.
 import hashlib
 import io
 import json
+import os
 import queue
 import tarfile
 import threading
@@ -116,12 +117,59 @@ class _Prefetch:
         self._thread.join()
 
 
+class Syncer:
+    """Writes a file's data to disk from a thread of its own while the file is still being
+    written or read, so that the fsync that makes it durable at the end finds little left
+    to do: the kernel would otherwise keep gigabytes of it in memory until that fsync, and
+    the disk would idle while the CPU inflates. `kick()` asks for a pass over what is written
+    so far (passes do not hold up the writer); `close()` waits for the passes, and raises
+    what a pass raised (a later fsync on another descriptor might not report it)."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._wanted = threading.Event()
+        self._pending = self._closing = False
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="onnx-sync", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._pending:
+                self._pending = False
+                try:
+                    os.fdatasync(self._fd)
+                except OSError as exc:
+                    self._error = exc
+                    return
+            if self._closing:
+                return
+
+    def kick(self) -> None:
+        self._pending = True
+        self._wanted.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wanted.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class _Writer:
-    """Chunks hashed (SHA-256) and written to a file by a thread of its own."""
+    """Chunks hashed (SHA-256) and written to a file by a thread of its own, and put on
+    disk as they come (a `Syncer` pass every SYNC_EVERY bytes)."""
+
+    SYNC_EVERY = 64 * 1024 * 1024
 
     def __init__(self, path: Path, depth: int = 4):
         self.digest = hashlib.sha256()
         self._out = open(path, "wb")
+        self._syncer = Syncer(self._out.fileno())
+        self._unsynced = 0
         self._queue: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="onnx-model-write", daemon=True)
@@ -133,6 +181,11 @@ class _Writer:
                 try:
                     self.digest.update(item)
                     self._out.write(item)
+                    self._unsynced += len(item)
+                    if self._unsynced >= self.SYNC_EVERY:
+                        self._out.flush()
+                        self._syncer.kick()
+                        self._unsynced = 0
                 except BaseException as exc:  # raised to the writer at its next write
                     self._error = exc
 
@@ -144,7 +197,10 @@ class _Writer:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
-        self._out.close()
+        try:
+            self._syncer.close()
+        finally:
+            self._out.close()
         if self._error is not None:
             raise self._error
 

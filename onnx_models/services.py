@@ -128,7 +128,13 @@ def _process(operation: Operation, folder: Path) -> dict:
     operation_progress(operation, 0.3)
     model_dir = folder / "model"  # the model alone in its directory, as processing.parse wants
     model_dir.mkdir()
-    extracted = processing.extract(archive, model_dir)
+    with open(archive, "rb") as handle:  # the archive goes to disk while it is extracted
+        syncer = processing.Syncer(handle.fileno())
+        syncer.kick()
+        try:
+            extracted = processing.extract(archive, model_dir)
+        finally:
+            syncer.close()
     timer.lap("extract")
     operation_progress(operation, 0.6)
     parsed = processing.parse(extracted.model_path)

@@ -238,6 +238,29 @@ def test_extract_hashes_the_archive_and_the_model_in_one_pass(tmp_path, settings
     assert extracted.model_size == len(model) and extracted.model_path.read_bytes() == model
 
 
+def test_the_model_is_put_on_disk_as_it_is_written_and_keeps_its_bytes(tmp_path, settings, monkeypatch):
+    passes = []
+    real_fdatasync = processing.os.fdatasync
+    monkeypatch.setattr(processing.os, "fdatasync", lambda fd: passes.append(fd) or real_fdatasync(fd))
+    monkeypatch.setattr(processing._Writer, "SYNC_EVERY", 4096)
+    model = affine_model(padding=100_000)
+    (tmp_path / "model.tar.gz").write_bytes(archive({"model.onnx": model}))
+    (tmp_path / "model").mkdir()
+    extracted = processing.extract(tmp_path / "model.tar.gz", tmp_path / "model")
+    assert passes  # the writer asked for passes while writing
+    assert extracted.model_path.read_bytes() == model
+    assert extracted.model_sha256 == hashlib.sha256(model).hexdigest()
+
+
+def test_a_failed_pass_to_disk_is_raised_when_the_syncer_closes(tmp_path):
+    with open(tmp_path / "file", "wb") as handle:
+        fd = handle.fileno()
+    syncer = processing.Syncer(fd)  # closed already: the pass fails
+    syncer.kick()
+    with pytest.raises(OSError):
+        syncer.close()
+
+
 def test_an_archive_of_several_gzip_members_is_read_as_gzip_reads_it(tmp_path, settings):
     model = affine_model(padding=50_000)
     plain_tar = io.BytesIO()
