@@ -1,10 +1,18 @@
 """The Celery app. Tasks take ids and call services (STYLE.md)."""
 
 import gc
+import logging
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blobhub.settings")
 
@@ -31,3 +39,16 @@ def _close_old_connections(sender=None, **kwargs) -> None:
 
     if not getattr(getattr(sender, "request", None), "is_eager", False):
         close_old_connections()
+
+
+@worker_process_shutdown.connect  # each pool process, as it exits
+@worker_shutdown.connect  # the worker's own process
+def _send_pending_events(**kwargs) -> None:
+    """Live events are published in the background (blobs.events): send what is left before
+    the process exits. They are stored either way; this spares subscribers a gap to fill."""
+    from blobs import events
+
+    try:
+        events.flush(timeout=5)
+    except Exception:  # the process exits regardless
+        logging.getLogger("blobhub.events").warning("live events left unsent at exit", exc_info=True)

@@ -54,8 +54,8 @@ def batched() -> Iterator[None]:
     """Write the events recorded in this block together when it ends, inside the caller's transaction.
 
     Their sequences are taken and they are stored in one statement on PostgreSQL (two on
-    SQLite); they are published together after commit. Events keep the order they were recorded in. A block that
-    raises writes none of its events. A nested `batched()` joins the enclosing one, so its
+    SQLite); they are published together after commit. Events keep the order they were
+    recorded in. A block that raises writes none of its events. A nested `batched()` joins the enclosing one, so its
     events are written when that one ends; if it raises, its own events leave the enclosing
     batch (a caller that rolls back a savepoint and goes on keeps the others).
     """
@@ -156,11 +156,11 @@ def _take_and_insert(events: list[Event], counts: dict[str, int]) -> None:
     table = quote(EventStream._meta.db_table)
     streams = sorted(counts)
     fields = _event_fields()
+    row = "(" + ", ".join([f"CAST(%s AS {f.db_type(connection)})" for f in fields] + ["%s", "%s"]) + ")"
     left = dict(counts)
-    rows, params = [], []
+    params = []
     for order, event in enumerate(events):
         left[event.stream] -= 1
-        rows.append("(" + ", ".join([f"CAST(%s AS {f.db_type(connection)})" for f in fields] + ["%s", "%s"]) + ")")
         params += [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]
         params += [left[event.stream], order]  # how far from its stream's last; its place
     columns = [quote(f.column) for f in fields]
@@ -169,7 +169,7 @@ def _take_and_insert(events: list[Event], counts: dict[str, int]) -> None:
             f"WITH counter AS ({_COUNTER_UPSERT.format(table=table, rows=', '.join(['(%s, %s)'] * len(streams)))}) "
             f"INSERT INTO {quote(Event._meta.db_table)} ({', '.join(columns)}, {quote('sequence')}) "
             f"SELECT {', '.join('v.' + c for c in columns)}, counter.last_sequence - v.from_last "
-            f"FROM (VALUES {', '.join(rows)}) AS v({', '.join(columns)}, from_last, place) "
+            f"FROM (VALUES {', '.join([row] * len(events))}) AS v({', '.join(columns)}, from_last, place) "
             f"JOIN counter ON counter.name = v.{quote('stream')} ORDER BY v.place "
             f"RETURNING {quote(Event._meta.pk.column)}, {quote('stream')}, {quote('sequence')}",
             [value for stream in streams for value in (stream, counts[stream])] + params,
@@ -272,9 +272,11 @@ class _Publisher:
         loop.call_soon_threadsafe(self._offer, queue, send)
 
     def flush(self, timeout: float = PUBLISH_TIMEOUT_SECONDS) -> None:
-        """Wait until everything submitted so far is sent (or given up on)."""
-        loop, queue = self._current()
-        asyncio.run_coroutine_threadsafe(queue.join(), loop).result(timeout)
+        """Wait until everything submitted so far is sent (or given up on), if anything was."""
+        with self._lock:
+            loop, queue = (self._loop, self._queue) if self._pid == os.getpid() else (None, None)
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(queue.join(), loop).result(timeout)
 
 
 _publisher = _Publisher()
