@@ -1,10 +1,11 @@
 """Running a definition durably (API.md §3.1 "How a definition runs", DESIGN §5).
 
 Every component run is a StepRun row. A step is claimed under a lease, run outside any
-transaction, and recorded; the graph then advances under a lock on the execution row,
-creating the steps that became ready (or skipped) and enqueuing them after commit. A
-worker that dies leaves a running step whose lease expires: the reaper hands it out
-again. A completed step is never run again. Task messages carry ids only.
+transaction (a pure component's inside the claiming one), and recorded; the graph then
+advances under a lock on the execution row, creating the steps that became ready (or
+skipped) and enqueuing them after commit. A worker that dies leaves a running step whose
+lease expires: the reaper hands it out again. A completed step is never run again. Task
+messages carry ids only.
 """
 
 import json
@@ -300,7 +301,8 @@ def run_step(step_id: int) -> None:
 
     The step run inline is claimed in the transaction that records the one before it: it
     starts only once that one is recorded, and a worker dying after the commit leaves it
-    running under a lease, as any claimed step.
+    running under a lease, as any claimed step. A pure component's step is run and
+    recorded in the transaction that claims it.
     """
     claimed = _claim(step_id)
     while claimed is not None:
@@ -309,52 +311,66 @@ def run_step(step_id: int) -> None:
 
 def _run_claimed(execution: Execution, step: StepRun, graph: Graph):
     """Run a claimed step and record it; the next step, claimed, to run inline (or None)."""
-    component = graph.components[step.component_id]
-    cls = component_class(component["type"])
-    timeout = cls.timeout_for(graph.config[step.component_id])
-    ctx = StepContext(execution=execution, step=step, component=component, deadline=time.monotonic() + timeout)
-    outputs, error = _call(cls, ctx, graph.config[step.component_id], step.inputs, timeout)
-    outputs, error = ctx.redactor.scrub(outputs), ctx.redactor.scrub(error)
+    outputs, error = _run(execution, step, graph)
     with transaction.atomic(), events.batched():
         # Lock the execution and read its status again: what follows depends on nothing else of
         # the row that can have changed since the claim read it (the rest changes only along
         # with a final status).
         execution.status = Execution.objects.select_for_update().values_list("status", flat=True).get(id=execution.id)
-        # A step changes status only under its execution's lock, so with that lock held an
-        # update on condition tells whether the step is still ours (else its lease expired
-        # and another worker took it over).
-        ours = StepRun.objects.filter(id=step.id, status=StepRun.Status.RUNNING, attempt=step.attempt)
-        if outputs is WAIT_FOR_CHILD:
-            if not ours.update(status=StepRun.Status.WAITING):
-                return None
-            # A child may have finished before this step waited (a fast worker, or an eager
-            # one): its finish found no waiting step to resume, so resume it here.
-            child = Execution.objects.filter(parent_step_id=step.id, status__in=Execution.FINAL).order_by("-created_at").first()
-            if child is not None:
-                _resume_parent(child)
-            return None
-        if error is not None and error.pop("retryable", False) and step.attempt < cls.retry.max_attempts:
-            if ours.exists():
-                _retry_later(execution, step, error, cls.retry.delay(step.attempt))
-            return None
-        if not _record(execution, step, outputs=outputs, error=error, running_attempt=step.attempt):
-            return None
-        # Continue inline with one ready step (claimed as it is inserted, in this transaction)
-        # and hand the others to other workers.
-        now = timezone.now()
-        in_time = execution.deadline >= now
-        queued = _advance(execution, known=[step], claim_first=in_time)
-        claimed = None
-        if queued and not in_time:
-            finish(execution, Execution.Status.FAILED, error={"code": "execution_timeout", "message": "The execution ran out of time."})
-        elif queued:
-            if queued[0].status == StepRun.Status.RUNNING:
-                _started(execution, queued[0], graph, now)
-            else:
-                _start(execution, queued[0], graph, now)
-            claimed = (execution, queued[0], graph)
-    enqueue_now([queued_step.id for queued_step in queued[1:]])
+        claimed, others = _conclude(execution, step, graph, outputs, error)
+    enqueue_now(others)
     return claimed
+
+
+def _run(execution: Execution, step: StepRun, graph: Graph, inline: bool = False):
+    """Run the step's component: its (typed outputs, error), both scrubbed of secrets."""
+    component = graph.components[step.component_id]
+    cls = component_class(component["type"])
+    timeout = cls.timeout_for(graph.config[step.component_id])
+    ctx = StepContext(execution=execution, step=step, component=component, deadline=time.monotonic() + timeout)
+    outputs, error = _call(cls, ctx, graph.config[step.component_id], step.inputs, timeout, inline=inline)
+    return ctx.redactor.scrub(outputs), ctx.redactor.scrub(error)
+
+
+def _conclude(execution: Execution, step: StepRun, graph: Graph, outputs, error):
+    """Record a step's outcome and advance, under the lock on its execution (taken by the
+    caller, whose transaction this is). Returns the next step, claimed, to run inline (or
+    None), and the ids of the other new steps, to enqueue after commit."""
+    cls = component_class(graph.components[step.component_id]["type"])
+    # A step changes status only under its execution's lock, so with that lock held an
+    # update on condition tells whether the step is still ours (else its lease expired
+    # and another worker took it over).
+    ours = StepRun.objects.filter(id=step.id, status=StepRun.Status.RUNNING, attempt=step.attempt)
+    if outputs is WAIT_FOR_CHILD:
+        if not ours.update(status=StepRun.Status.WAITING):
+            return None, []
+        # A child may have finished before this step waited (a fast worker, or an eager
+        # one): its finish found no waiting step to resume, so resume it here.
+        child = Execution.objects.filter(parent_step_id=step.id, status__in=Execution.FINAL).order_by("-created_at").first()
+        if child is not None:
+            _resume_parent(child)
+        return None, []
+    if error is not None and error.pop("retryable", False) and step.attempt < cls.retry.max_attempts:
+        if ours.exists():
+            _retry_later(execution, step, error, cls.retry.delay(step.attempt))
+        return None, []
+    if not _record(execution, step, outputs=outputs, error=error, running_attempt=step.attempt):
+        return None, []
+    # Continue inline with one ready step (claimed as it is inserted, in this transaction)
+    # and hand the others to other workers.
+    now = timezone.now()
+    in_time = execution.deadline >= now
+    queued = _advance(execution, known=[step], claim_first=in_time)
+    if queued and not in_time:
+        finish(execution, Execution.Status.FAILED, error={"code": "execution_timeout", "message": "The execution ran out of time."})
+        return None, []
+    if not queued:
+        return None, []
+    if queued[0].status == StepRun.Status.RUNNING:
+        _started(execution, queued[0], graph, now)
+    else:
+        _start(execution, queued[0], graph, now)
+    return (execution, queued[0], graph), [queued_step.id for queued_step in queued[1:]]
 
 
 def enqueue_now(step_ids: list[int]) -> None:
@@ -368,8 +384,11 @@ def enqueue_now(step_ids: list[int]) -> None:
 WAIT_FOR_CHILD = object()
 
 
-def _call(cls, ctx: StepContext, config: dict, typed_inputs: dict, timeout: float):
-    """Run the component with its inputs unwrapped; returns (typed outputs, error)."""
+def _call(cls, ctx: StepContext, config: dict, typed_inputs: dict, timeout: float, inline: bool = False):
+    """Run the component with its inputs unwrapped; returns (typed outputs, error).
+
+    In a thread of its own, watched for its timeout (and its step's lease renewed), unless
+    `inline`: a pure component runs in the caller's thread."""
     try:
         plain_inputs = {route: values.unwrap(typed)[1] for route, typed in typed_inputs.items()}
     except values.ValueError_ as exc:
@@ -385,15 +404,18 @@ def _call(cls, ctx: StepContext, config: dict, typed_inputs: dict, timeout: floa
             logger.exception("component %s of execution %s crashed", ctx.component.get("id"), ctx.execution.id)
             result["error"] = {"code": "component_crashed", "message": "The component failed unexpectedly.", "retryable": False}
 
-    worker = threading.Thread(target=target, name=f"step-{ctx.step.id}", daemon=True)
-    worker.start()
-    end = time.monotonic() + timeout
-    while worker.is_alive() and (left := end - time.monotonic()) > 0:
-        worker.join(min(left, HEARTBEAT_SECONDS))
+    if inline:
+        target()
+    else:
+        worker = threading.Thread(target=target, name=f"step-{ctx.step.id}", daemon=True)
+        worker.start()
+        end = time.monotonic() + timeout
+        while worker.is_alive() and (left := end - time.monotonic()) > 0:
+            worker.join(min(left, HEARTBEAT_SECONDS))
+            if worker.is_alive():
+                _renew_lease(ctx.step)
         if worker.is_alive():
-            _renew_lease(ctx.step)
-    if worker.is_alive():
-        return None, {"code": "timeout", "message": f"The component did not finish within {timeout:g} s.", "retryable": True}
+            return None, {"code": "timeout", "message": f"The component did not finish within {timeout:g} s.", "retryable": True}
     if "error" in result:
         return None, result["error"]
     outputs = result.get("outputs")
@@ -445,7 +467,13 @@ def _claim(step_id: int):
             return None
         graph = graph_for(execution)
         _start(execution, step, graph, now)
-    return execution, step, graph
+        if not component_class(graph.components[step.component_id]["type"]).pure:
+            return execution, step, graph
+        # Run, record and advance in this transaction, under the locks the claim took: one
+        # commit instead of two (a worker that dies meanwhile leaves the step queued).
+        claimed, others = _conclude(execution, step, graph, *_run(execution, step, graph, inline=True))
+    enqueue_now(others)
+    return claimed
 
 
 def _start(execution: Execution, step: StepRun, graph: Graph, now) -> None:

@@ -56,6 +56,10 @@ class Component:
     any_input_routes: ClassVar[bool] = False
     # The engine handles these itself (they complete as the execution begins).
     entry: ClassVar[bool] = False
+    # No I/O and no side effects, quick over inputs of bounded size (WORKFLOW_MAX_VALUE_BYTES):
+    # the engine may run it inside the transaction that claims its step, without a thread
+    # (a run that is cut short leaves nothing behind, and the step is simply run again).
+    pure: ClassVar[bool] = False
     timeout_seconds: ClassVar[float] = 30.0
     retry: ClassVar[RetryPolicy] = RetryPolicy()
 

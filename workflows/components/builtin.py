@@ -43,6 +43,7 @@ class FlowInput(Component):
 @register
 class FlowEnd(Component):
     type = "flow.end"
+    pure = True
     any_input_routes = True
 
     def run(self, ctx, config, inputs):
@@ -52,6 +53,7 @@ class FlowEnd(Component):
 @register
 class Transform(Component):
     type = "logic.transform"
+    pure = True
     config = {"expression": Port("text", required=True)}
     inputs = {"input": Port("any")}
     outputs = {"output": Port("any")}
@@ -64,6 +66,7 @@ class Transform(Component):
 @register
 class Condition(Component):
     type = "logic.condition"
+    pure = True
     config = {"expression": Port("text", required=True)}
     inputs = {"input": Port("any")}
     outputs = {"output": Port("any")}
@@ -84,6 +87,7 @@ class Template(Component):
     """Text with `{{ jmespath }}` placeholders: substitution only, no code runs."""
 
     type = "logic.template"
+    pure = True
     config = {"template": Port("text", required=True)}
     inputs = {"input": Port("any")}
     outputs = {"output": Port("text")}
@@ -119,6 +123,7 @@ class Delay(Component):
 @register
 class Fail(Component):
     type = "flow.fail"
+    pure = True
     config = {"message": Port("text", default="The workflow failed.")}
     inputs = {"input": Port("any")}
 

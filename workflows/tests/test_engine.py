@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from blobs.models import Event
 from workflows import engine
-from workflows.components.base import Component, ComponentError, Port, RetryPolicy, register
+from workflows.components.base import Component, ComponentError, Port, RetryPolicy, component_class, register
 from workflows.models import Execution, StepRun
 from workflows.tests.support import (
     commit,
@@ -562,3 +562,43 @@ def test_a_step_whose_worker_died_is_run_again_by_recover_and_nothing_before_it_
     shape.refresh_from_db()
     assert shape.attempt == 2 and shape.status == "completed"
     assert {s.id: s.finished_at for s in StepRun.objects.filter(id__in=entries)} == entries
+
+
+class WorkerDied(BaseException):
+    """What a worker process killed mid-step looks like from inside: nothing after it runs."""
+
+
+def test_a_pure_step_is_claimed_run_and_recorded_in_one_transaction(channel, monkeypatch):
+    upload_definition(channel, "flow", _transform_flow())
+    ensure_session(channel)
+    with mock.patch("workflows.tasks.run_step.apply_async"):
+        created = channel.command(
+            "create_execution",
+            target={"session": "main-session"},
+            workflow={"definition": "flow"},
+            input_data=[{"alias": "data", "value": text("again")}],
+        ).json()
+    execution_id = created["execution"]["id"]
+    shape = StepRun.objects.get(execution_id=execution_id, component_id="shape")
+    events_before = Event.objects.count()
+
+    def dies(self, ctx, config, inputs):
+        raise WorkerDied()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(component_class("logic.transform"), "run", dies)
+        with pytest.raises(WorkerDied):
+            engine.run_step(shape.id)
+    # Nothing of the claim was committed: the step is still queued, as if never delivered,
+    # with no lease to wait out and no event of a start that did not last.
+    shape.refresh_from_db()
+    assert (shape.status, shape.attempt, shape.lease_expires_at) == ("queued", 0, None)
+    assert Event.objects.count() == events_before
+
+    engine.run_step(shape.id)  # the message, delivered again
+    shape.refresh_from_db()
+    assert (shape.status, shape.attempt) == ("completed", 1)
+    execution = channel.query("get_execution", execution_id=execution_id).json()["execution"]
+    assert execution["status"] == "completed" and execution["output"] == {"result": text("again")}
+    types = [event["type"] for event in execution_events(channel, execution_id)]
+    assert types.count("processor.entered") == types.count("processor.exited") == 2  # shape and end, once each
