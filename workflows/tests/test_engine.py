@@ -535,7 +535,8 @@ def test_a_redelivered_run_step_for_a_completed_step_does_nothing(channel):
     assert Execution.objects.get(id=execution["id"]).status == "completed"
 
 
-def test_a_step_whose_worker_died_is_run_again_by_recover_and_nothing_before_it_reruns(channel):
+def _undelivered_transform_execution(channel, data: str) -> StepRun:
+    """A `_transform_flow` execution whose first step's message never reached a worker: that step."""
     upload_definition(channel, "flow", _transform_flow())
     ensure_session(channel)
     with mock.patch("workflows.tasks.run_step.apply_async"):
@@ -543,9 +544,13 @@ def test_a_step_whose_worker_died_is_run_again_by_recover_and_nothing_before_it_
             "create_execution",
             target={"session": "main-session"},
             workflow={"definition": "flow"},
-            input_data=[{"alias": "data", "value": text("survives")}],
+            input_data=[{"alias": "data", "value": text(data)}],
         ).json()
-    shape = StepRun.objects.get(execution_id=created["execution"]["id"], component_id="shape")
+    return StepRun.objects.get(execution_id=created["execution"]["id"], component_id="shape")
+
+
+def test_a_step_whose_worker_died_is_run_again_by_recover_and_nothing_before_it_reruns(channel):
+    shape = _undelivered_transform_execution(channel, "survives")
     # A worker claimed the step and died: the step is running under a lease that ran out.
     StepRun.objects.filter(id=shape.id).update(
         status="running", attempt=1, lease_expires_at=timezone.now() - timedelta(seconds=1)
@@ -557,7 +562,7 @@ def test_a_step_whose_worker_died_is_run_again_by_recover_and_nothing_before_it_
 
     assert engine.recover() >= 1
 
-    execution = channel.query("get_execution", execution_id=created["execution"]["id"]).json()["execution"]
+    execution = channel.query("get_execution", execution_id=str(shape.execution_id)).json()["execution"]
     assert execution["status"] == "completed" and execution["output"] == {"result": text("survives")}
     shape.refresh_from_db()
     assert shape.attempt == 2 and shape.status == "completed"
@@ -569,17 +574,8 @@ class WorkerDied(BaseException):
 
 
 def test_a_pure_step_is_claimed_run_and_recorded_in_one_transaction(channel, monkeypatch):
-    upload_definition(channel, "flow", _transform_flow())
-    ensure_session(channel)
-    with mock.patch("workflows.tasks.run_step.apply_async"):
-        created = channel.command(
-            "create_execution",
-            target={"session": "main-session"},
-            workflow={"definition": "flow"},
-            input_data=[{"alias": "data", "value": text("again")}],
-        ).json()
-    execution_id = created["execution"]["id"]
-    shape = StepRun.objects.get(execution_id=execution_id, component_id="shape")
+    shape = _undelivered_transform_execution(channel, "again")
+    execution_id = str(shape.execution_id)
     events_before = Event.objects.count()
 
     def dies(self, ctx, config, inputs):
