@@ -4,6 +4,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from blobhub.celery import app
@@ -23,12 +24,19 @@ def wait_for(condition, seconds: float = 15.0) -> bool:
 
 @pytest.fixture
 def embedded_worker(settings):
+    # The worker's threads close their database connections after each task, as on the
+    # embedded default's SQLite: on PostgreSQL they would keep them open (CONN_MAX_AGE), past
+    # this test, whose worker stops while the process goes on.
+    database = connections.settings["default"]
+    kept = database["CONN_MAX_AGE"]
+    database["CONN_MAX_AGE"] = 0
     app.conf.task_always_eager = False
     runtime = EmbeddedRuntime(concurrency=2, beat=False)
     runtime.start()
     yield runtime
     runtime.stop()
     app.conf.task_always_eager = True
+    database["CONN_MAX_AGE"] = kept
 
 
 @pytest.mark.django_db(transaction=True)
