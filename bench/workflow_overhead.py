@@ -15,6 +15,9 @@ definitions and sessions through the services, starts real worker processes
       (`logic.transform` with expression `@`): wall time from the `execution_create` call to
       the client receiving the execution's `completed` status event on the channel layer,
       divided by 10, over sequential executions; the ratio to (a) (target: at most 2);
+  (b') for comparison, the same over 10 `flow.delay` steps of 0 s: components that are not
+      pure run in a thread under a lease, each with a transaction to claim it and one to
+      record it, where a line of pure ones (the transforms of (b)) runs in one transaction;
   (c) throughput: 500 executions of 3 such steps created in one transaction (so that all
       are enqueued at once, at commit) on 2 worker processes, steps per second from the
       commit to the last `finished_at` (target: at least 100).
@@ -88,12 +91,19 @@ if os.environ.get(WORKER_FLAG) and __name__ != "__main__":
 # --- Definitions and fixtures ---------------------------------------------------------------------
 
 
-def linear(steps: int) -> dict:
-    """flow.start and a flow.input feeding `steps` no-op transforms in a line (no flow.end)."""
-    from workflows.tests.support import component, connect, document, text
+def linear(steps: int, pure: bool = True) -> dict:
+    """flow.start and a flow.input feeding `steps` no-op transforms in a line (no flow.end);
+    not `pure`: no-op `flow.delay` steps of 0 s instead, which the engine runs as it runs
+    components with I/O (in a thread, under a lease, a transaction to claim and one to record)."""
+    from workflows.tests.support import component, connect, document, number, text
 
     components = [component("start", "flow.start"), component("in", "flow.input", alias="x")]
-    components += [component(f"t{i}", "logic.transform", config={"expression": text("@")}) for i in range(1, steps + 1)]
+    components += [
+        component(f"t{i}", "logic.transform", config={"expression": text("@")})
+        if pure
+        else component(f"t{i}", "flow.delay", config={"seconds": number(0)})
+        for i in range(1, steps + 1)
+    ]
     connections = [connect("c0", "start", "t1"), connect("cin", "in", "t1", source_port="value", target_port="input")]
     connections += [
         connect(f"c{i}", f"t{i}", f"t{i + 1}", source_port="output", target_port="input") for i in range(1, steps)
@@ -128,12 +138,11 @@ def make_fixture() -> Fixture:
         principal=principal, org=org, alias="bench-flows", type=BlobType.WORKFLOW, visibility="private", description=""
     )
     revision = blob.revisions.get()
-    for steps in (1, 3, 10):
-        doc = linear(steps)
+    for name, doc in [(f"linear{steps}", linear(steps)) for steps in (1, 3, 10)] + [("delays10", linear(10, pure=False))]:
         problems = validate(doc)
         if problems:
-            raise RuntimeError(f"linear{steps}: {problems[0].path}: {problems[0].message}")
-        content.file_put_json(revision, f"definitions/workflow/linear{steps}.json", doc)
+            raise RuntimeError(f"{name}: {problems[0].path}: {problems[0].message}")
+        content.file_put_json(revision, f"definitions/workflow/{name}.json", doc)
     session = session_create(principal=principal, revision=revision, alias="sequential", description="")
     bulk = session_create(principal=principal, revision=revision, alias="bulk", description="")
     return Fixture(principal, revision, session, bulk)
@@ -435,6 +444,7 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
     baseline = measure_baseline(noop, args.baseline_calls, warmup=30)
     ten = measure_sequential(fixture, watcher, "linear10", args.runs, warmup=5, pids=pids)
     one = measure_sequential(fixture, watcher, "linear1", args.runs, warmup=2, pids=pids)
+    delays = measure_sequential(fixture, watcher, "delays10", args.runs, warmup=2, pids=pids)
     throughput = measure_throughput(fixture, args.concurrent, timeout=240, pids=pids)
 
     per_step = ten.wall.median / 10
@@ -448,6 +458,7 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
         ("    per step (wall / 10)", per_step, per_step_p90),
         ("    1-step execution, create -> completed event", one.wall.median, one.wall.p90),
         ("    marginal step ((10-step - 1-step) / 9)", marginal, None),
+        ("(b') 10 flow.delay 0 s steps (not pure), per step", delays.wall.median / 10, delays.wall.p90 / 10),
     ]
     print()
     print(f"workflow overhead: {args.workers} x `celery worker --pool {args.pool} -c 1`, PostgreSQL + Redis, "
@@ -462,6 +473,8 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
     print(f"per-step overhead / bare round trip      {ratio:6.2f} x   (target <= {TARGET_RATIO:g} x: "
           f"{'met' if ratio <= TARGET_RATIO else 'NOT met'})")  # fmt: skip
     print(f"marginal step / bare round trip          {marginal / baseline.median:6.2f} x")
+    print(f"(b') not-pure step / bare round trip     {delays.wall.median / 10 / baseline.median:6.2f} x   (for comparison: "
+          "pure steps run in one transaction, these one each)")  # fmt: skip
     steps_per_s = throughput.steps / throughput.seconds
     print(f"(c) {throughput.executions} concurrent 3-step executions on {args.workers} workers: "
           f"{throughput.steps} steps in {throughput.seconds:.2f} s (creating them took {throughput.create_seconds:.2f} s, "

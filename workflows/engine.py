@@ -1,7 +1,7 @@
 """Running a definition durably (API.md §3.1 "How a definition runs", DESIGN §5).
 
 Every component run is a StepRun row. A step is claimed under a lease, run outside any
-transaction (a pure component's inside the claiming one), and recorded; the graph then
+transaction (pure components inside one, see `_run_pure`), and recorded; the graph then
 advances under a lock on the execution row, creating the steps that became ready (or
 skipped) and enqueuing them after commit. A worker that dies leaves a running step whose
 lease expires: the reaper hands it out again. A completed step is never run again. Task
@@ -32,6 +32,9 @@ logger = logging.getLogger("blobhub.workflows")
 # dies gives its step away within LEASE of its last renewal.
 LEASE = timedelta(seconds=15)
 HEARTBEAT_SECONDS = 3.0
+# How long one transaction may go on running pure steps one after another (`_run_pure`):
+# their events are published at its commit, and it holds the execution's lock meanwhile.
+PURE_RUN_SECONDS = 0.1
 FIRES_ON = {"completed": ("success", "next"), "failed": ("failure", "next")}
 
 _graphs: dict[str, Graph] = {}
@@ -301,8 +304,8 @@ def run_step(step_id: int) -> None:
 
     The step run inline is claimed in the transaction that records the one before it: it
     starts only once that one is recorded, and a worker dying after the commit leaves it
-    running under a lease, as any claimed step. A pure component's step is run and
-    recorded in the transaction that claims it.
+    running under a lease, as any claimed step. Pure components run inside a transaction
+    instead (`_run_pure`).
     """
     claimed = _claim(step_id)
     while claimed is not None:
@@ -311,15 +314,41 @@ def run_step(step_id: int) -> None:
 
 def _run_claimed(execution: Execution, step: StepRun, graph: Graph):
     """Run a claimed step and record it; the next step, claimed, to run inline (or None)."""
-    outputs, error = _run(execution, step, graph)
+    outputs, error = None, None
+    if not _is_pure(step, graph):
+        outputs, error = _run(execution, step, graph)
     with transaction.atomic(), events.batched():
         # Lock the execution and read its status again: what follows depends on nothing else of
         # the row that can have changed since the claim read it (the rest changes only along
         # with a final status).
         execution.status = Execution.objects.select_for_update().values_list("status", flat=True).get(id=execution.id)
-        claimed, others = _conclude(execution, step, graph, outputs, error)
+        if _is_pure(step, graph):
+            claimed, others = _run_pure(execution, step, graph)
+        else:
+            claimed, others = _conclude(execution, step, graph, outputs, error)
     enqueue_now(others)
     return claimed
+
+
+def _is_pure(step: StepRun, graph: Graph) -> bool:
+    return component_class(graph.components[step.component_id]["type"]).pure
+
+
+def _run_pure(execution: Execution, step: StepRun, graph: Graph):
+    """Run a claimed pure step and record it in the caller's transaction (the execution
+    locked), then each next step while it is pure, for up to PURE_RUN_SECONDS: a chain of
+    them commits once, with all its events. A worker that dies meanwhile leaves the chain's
+    first step where it was before the transaction (queued, or running under its lease), and
+    its steps run again; having no side effects, nothing of the lost run shows. Returns what
+    `_conclude` returns, the others of every step gathered."""
+    until = time.monotonic() + PURE_RUN_SECONDS
+    others: list[int] = []
+    while True:
+        claimed, more = _conclude(execution, step, graph, *_run(execution, step, graph, inline=True))
+        others += more
+        if claimed is None or not _is_pure(claimed[1], graph) or time.monotonic() >= until:
+            return claimed, others
+        execution, step, graph = claimed
 
 
 def _run(execution: Execution, step: StepRun, graph: Graph, inline: bool = False):
@@ -467,11 +496,11 @@ def _claim(step_id: int):
             return None
         graph = graph_for(execution)
         _start(execution, step, graph, now)
-        if not component_class(graph.components[step.component_id]["type"]).pure:
+        if not _is_pure(step, graph):
             return execution, step, graph
         # Run, record and advance in this transaction, under the locks the claim took: one
         # commit instead of two (a worker that dies meanwhile leaves the step queued).
-        claimed, others = _conclude(execution, step, graph, *_run(execution, step, graph, inline=True))
+        claimed, others = _run_pure(execution, step, graph)
     enqueue_now(others)
     return claimed
 

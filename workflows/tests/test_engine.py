@@ -598,3 +598,56 @@ def test_a_pure_step_is_claimed_run_and_recorded_in_one_transaction(channel, mon
     assert execution["status"] == "completed" and execution["output"] == {"result": text("again")}
     types = [event["type"] for event in execution_events(channel, execution_id)]
     assert types.count("processor.entered") == types.count("processor.exited") == 2  # shape and end, once each
+
+
+def test_a_chain_of_pure_steps_commits_once_and_a_worker_dying_in_it_loses_nothing_stored(channel, monkeypatch):
+    upload_definition(channel, "chain", document(
+        [
+            component("start", "flow.start"),
+            component("in", "flow.input", alias="data"),
+            *[component(f"t{i}", "logic.transform", config={"expression": text("@")}) for i in (1, 2, 3)],
+            component("end", "flow.end"),
+        ],
+        [
+            connect("c0", "start", "t1"),
+            piped("c1", "in", "t1", "value", "input"),
+            piped("c2", "t1", "t2", "output", "input"),
+            piped("c3", "t2", "t3", "output", "input"),
+            piped("c4", "t3", "end", "output", "result"),
+        ],
+    ))
+    ensure_session(channel)
+    with mock.patch("workflows.tasks.run_step.apply_async"):
+        created = channel.command(
+            "create_execution", target={"session": "main-session"}, workflow={"definition": "chain"},
+            input_data=[{"alias": "data", "value": text("chained")}],
+        ).json()  # fmt: skip
+    execution_id = created["execution"]["id"]
+    first = StepRun.objects.get(execution_id=execution_id, component_id="t1")
+    stored_before = (StepRun.objects.filter(execution_id=execution_id).count(), Event.objects.count())
+    transform = component_class("logic.transform")
+    runs = []
+
+    def third_dies(self, ctx, config, inputs):
+        runs.append(ctx.step.component_id)
+        if len(runs) == 3:
+            raise WorkerDied()
+        return real_run(self, ctx, config, inputs)
+
+    real_run = transform.run
+    with monkeypatch.context() as patched:
+        patched.setattr(transform, "run", third_dies)
+        with pytest.raises(WorkerDied):
+            engine.run_step(first.id)
+    assert runs == ["t1", "t2", "t3"]  # one after another, in one transaction...
+    assert (StepRun.objects.filter(execution_id=execution_id).count(), Event.objects.count()) == stored_before
+    first.refresh_from_db()
+    assert first.status == "queued"  # ...of which nothing was kept
+
+    engine.run_step(first.id)
+    execution = channel.query("get_execution", execution_id=execution_id).json()["execution"]
+    assert execution["status"] == "completed" and execution["output"] == {"result": text("chained")}
+    steps = StepRun.objects.filter(execution_id=execution_id, component_id__in=["t1", "t2", "t3", "end"])
+    assert sorted((s.component_id, s.status, s.attempt) for s in steps) == [
+        ("end", "completed", 1), ("t1", "completed", 1), ("t2", "completed", 1), ("t3", "completed", 1)
+    ]
