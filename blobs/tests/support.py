@@ -5,10 +5,8 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from blobhub.models import IdempotencyRecord
@@ -32,7 +30,8 @@ from blobs.services.revisions import tree_hash
 from blobs.tests.factories import BlobFactory
 from orgs import tokens
 from orgs.models import ApiKey, AuditEntry, Membership, Organization, Role, User
-from orgs.tests.factories import MembershipFactory, OrganizationFactory, UserFactory, make_api_key
+from orgs.tests.factories import UserFactory, make_api_key
+from orgs.tests.support import build_world as org_world
 
 NO_BODY = object()
 WORKFLOW = BlobType.WORKFLOW.value
@@ -194,7 +193,8 @@ def engine_registered(engine: Engine) -> Iterator[Engine]:
 
 @dataclass
 class World:
-    """Org Acme with users and keys of each role and two private blobs; org Globex outside it.
+    """Org Acme with users and keys of each role (as orgs.tests.support builds them) and two
+    private blobs; org Globex outside it, with a blob of its own.
 
     `blob` has revision 1 committed (the default, holding a.txt) and revision 2 a draft, metadata
     `owner` on the blob and on the draft, a pending operation, a blob member and a blob key.
@@ -228,14 +228,8 @@ class World:
 
 
 def build_world() -> World:
-    org = OrganizationFactory(alias="acme-corp", name="Acme")
-    admin = MembershipFactory(org=org, role="admin").user
-    writer = MembershipFactory(org=org, role="write").user
-    reader = MembershipFactory(org=org, role="read").user
-    write_key_row, write_key = make_api_key(org, "write", created_by=admin)
-    _, read_key = make_api_key(org, "read", created_by=admin)
-    _, revoked_key = make_api_key(org, "write", created_by=admin, revoked_at=timezone.now())
-    _, expired_key = make_api_key(org, "write", created_by=admin, expires_at=timezone.now() - timedelta(seconds=1))
+    people = org_world()  # Acme's users and keys, Globex and its admin's key
+    org, admin = people.org, people.admin
 
     blob = BlobFactory(org=org, alias="secret-model")
     committed = blob.revisions.get()
@@ -255,21 +249,18 @@ def build_world() -> World:
     other_blob_member = UserFactory()
     BlobMember.objects.create(org=org, blob=other_blob, user=other_blob_member, role=Role.ADMIN)
 
-    foreign_org = OrganizationFactory(alias="globex-corp", name="Globex")
-    foreign_admin = MembershipFactory(org=foreign_org, role="admin").user
-    _, foreign_key = make_api_key(foreign_org, "write", created_by=foreign_admin)
-    foreign_blob = BlobFactory(org=foreign_org, alias="globex-model")
+    foreign_blob = BlobFactory(org=people.other_org, alias="globex-model")
     return World(
         org=org,
         admin=admin,
-        writer=writer,
-        reader=reader,
-        stranger=UserFactory(),
-        write_key=write_key,
-        write_key_row=write_key_row,
-        read_key=read_key,
-        revoked_key=revoked_key,
-        expired_key=expired_key,
+        writer=people.writer,
+        reader=people.reader,
+        stranger=people.stranger,
+        write_key=people.write_key,
+        write_key_row=people.key_row,
+        read_key=people.read_key,
+        revoked_key=people.revoked_key,
+        expired_key=people.expired_key,
         blob=blob,
         committed=committed,
         draft=draft,
@@ -280,8 +271,8 @@ def build_world() -> World:
         other_blob=other_blob,
         other_blob_key=other_blob_key,
         other_blob_member=other_blob_member,
-        foreign_org=foreign_org,
-        foreign_admin=foreign_admin,
-        foreign_key=foreign_key,
+        foreign_org=people.other_org,
+        foreign_admin=people.other_admin,
+        foreign_key=people.other_key,
         foreign_blob=foreign_blob,
     )
