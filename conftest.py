@@ -73,12 +73,12 @@ def _release_committed_content(request):
             cursor.execute("UPDATE blobs_blob SET status = 'deleting'")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _close_the_async_tests_sync_thread_connections(django_db_setup, django_db_blocker):
-    """Async tests run Django's sync code (the ASGI handler's views) in asgiref's one
-    thread for thread-sensitive code, which keeps its database connection open as a server
-    thread does (CONN_MAX_AGE on PostgreSQL). Close it before the test database is dropped,
-    which another open session would block."""
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, and before it is dropped: async tests run Django's sync
+    code (the ASGI handler's views) in asgiref's one thread for thread-sensitive code, which
+    keeps its database connection open as a server thread does (CONN_MAX_AGE on PostgreSQL).
+    Close it, or the drop is refused while that session is open."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections

@@ -593,7 +593,6 @@ def run(args, work: Path, cleanup: Cleanup) -> int:
     if len(baseline) < args.baseline_messages:
         raise RuntimeError(f"Redis baseline: {len(baseline)} of {args.baseline_messages} messages arrived")
 
-
     fixture = create_fixture(chain_definition(args.steps, args.pace))
     url = f"ws://127.0.0.1:{port}/v1/ws"
     load_before = os.getloadavg()[0]

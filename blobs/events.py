@@ -196,10 +196,6 @@ def render(event: Event) -> dict:
     }
 
 
-def publish(event: Event) -> None:
-    publish_all([event])
-
-
 def publish_all(events: list[Event]) -> None:
     """Send each event to its stream's group, in order, without waiting for it. Losing a live
     event is survivable; failing or holding up the caller is not."""

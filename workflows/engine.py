@@ -314,18 +314,14 @@ def run_step(step_id: int) -> None:
 
 def _run_claimed(execution: Execution, step: StepRun, graph: Graph):
     """Run a claimed step and record it; the next step, claimed, to run inline (or None)."""
-    outputs, error = None, None
-    if not _is_pure(step, graph):
-        outputs, error = _run(execution, step, graph)
+    pure = _is_pure(step, graph)
+    outcome = None if pure else _run(execution, step, graph)  # a pure one runs under the lock
     with transaction.atomic(), events.batched():
         # Lock the execution and read its status again: what follows depends on nothing else of
         # the row that can have changed since the claim read it (the rest changes only along
         # with a final status).
         execution.status = Execution.objects.select_for_update().values_list("status", flat=True).get(id=execution.id)
-        if _is_pure(step, graph):
-            claimed, others = _run_pure(execution, step, graph)
-        else:
-            claimed, others = _conclude(execution, step, graph, outputs, error)
+        claimed, others = _run_pure(execution, step, graph) if pure else _conclude(execution, step, graph, *outcome)
     enqueue_now(others)
     return claimed
 

@@ -6,7 +6,7 @@ import pytest
 
 from blobhub import celery as hooks
 from blobs import events
-from blobs.tests.test_events import GatedLayer, record
+from blobs.tests.support import GatedLayer, record
 from orgs.tests.factories import OrganizationFactory
 
 pytestmark = pytest.mark.django_db

@@ -1,7 +1,9 @@
 """Helpers for the blobs API tests: a populated world, request shortcuts, envelope checks,
 a database snapshot and a small engine that lets tests write content through the data channel."""
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from typing import Any
 from rest_framework.test import APIClient
 
 from blobhub.models import IdempotencyRecord
-from blobs import registry
+from blobs import events, registry
 from blobs.models import (
     Blob,
     BlobMember,
@@ -276,3 +278,23 @@ def build_world() -> World:
         foreign_key=people.other_key,
         foreign_blob=foreign_blob,
     )
+
+
+def record(org, stream: str, type: str):
+    """An event recorded on `stream` (written now, or at the end of an enclosing batch)."""
+    return events.record(org_id=org.id, stream=stream, type=type)
+
+
+class GatedLayer:
+    """A channel layer (third-party interface) whose sends wait for the test to open a gate."""
+
+    def __init__(self, failing_groups=()):
+        self.gate = threading.Event()
+        self.sent: list[tuple[str, int]] = []
+        self.failing_groups = set(failing_groups)
+
+    async def group_send(self, group, message):
+        await asyncio.to_thread(self.gate.wait, 30)
+        if group in self.failing_groups:
+            raise ConnectionError("the layer is down")
+        self.sent.append((group, message["event"]["sequence"]))

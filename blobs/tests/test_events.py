@@ -1,21 +1,16 @@
 """The event table's batches (sequences handed out together, blocks that raise) and publishing."""
 
-import asyncio
 import logging
-import threading
 
 import pytest
 from django.db import transaction
 
 from blobs import events
 from blobs.models import Event
+from blobs.tests.support import GatedLayer, record
 from orgs.tests.factories import OrganizationFactory
 
 pytestmark = pytest.mark.django_db
-
-
-def record(org, stream, type):
-    return events.record(org_id=org.id, stream=stream, type=type)
 
 
 def test_a_batch_writes_its_events_together_in_order_with_each_streams_next_sequences():
@@ -51,21 +46,6 @@ def test_a_batch_that_raises_writes_nothing():
     assert not Event.objects.exists()
     record(org, "s:a", "after")
     assert Event.objects.get().sequence == 1
-
-
-class GatedLayer:
-    """A channel layer (third-party interface) whose sends wait for the test to open a gate."""
-
-    def __init__(self, failing_groups=()):
-        self.gate = threading.Event()
-        self.sent: list[tuple[str, int]] = []
-        self.failing_groups = set(failing_groups)
-
-    async def group_send(self, group, message):
-        await asyncio.to_thread(self.gate.wait, 30)
-        if group in self.failing_groups:
-            raise ConnectionError("the layer is down")
-        self.sent.append((group, message["event"]["sequence"]))
 
 
 def test_publishing_leaves_the_caller_at_once_and_sends_the_batches_in_order(monkeypatch, caplog):

@@ -9,6 +9,7 @@ same models with the same checker message.
 import gzip
 import hashlib
 import io
+import os
 import tarfile
 import tracemalloc
 
@@ -252,13 +253,16 @@ def test_the_model_is_put_on_disk_as_it_is_written_and_keeps_its_bytes(tmp_path,
     assert extracted.model_sha256 == hashlib.sha256(model).hexdigest()
 
 
-def test_a_failed_pass_to_disk_is_raised_when_the_syncer_closes(tmp_path):
-    with open(tmp_path / "file", "wb") as handle:
-        fd = handle.fileno()
-    syncer = processing.Syncer(fd)  # closed already: the pass fails
-    syncer.kick()
-    with pytest.raises(OSError):
-        syncer.close()
+def test_a_failed_pass_to_disk_is_raised_when_the_syncer_closes():
+    reading, writing = os.pipe()
+    try:
+        syncer = processing.Syncer(reading)  # a pipe cannot be synced: the pass fails
+        syncer.kick()
+        with pytest.raises(OSError):
+            syncer.close()
+    finally:
+        os.close(reading)
+        os.close(writing)
 
 
 def test_an_archive_of_several_gzip_members_is_read_as_gzip_reads_it(tmp_path, settings):
