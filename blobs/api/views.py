@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from blobhub.api.errors import AccessDenied, ApplicationError, InvalidRequest
 from blobhub.api.schema import ERRORS, IDEMPOTENCY_PARAMETER, IF_MATCH_PARAMETER, PAGE_PARAMETERS, envelope
-from blobhub.api.serializers import PageQuerySerializer, parse
+from blobhub.api.serializers import PageQuerySerializer, is_uuid, parse
 from blobhub.api.views import ApiView, etag_header, if_match, paginated, success
 from blobs import limits, policy, selectors
 from blobs.api import serializers as s
@@ -20,6 +20,7 @@ from blobs.models import Blob, BlobMember, BlobMetadata, Revision, RevisionMetad
 from blobs.registry import limits_for
 from blobs.services import access, blobs as blob_services, metadata as metadata_services, operations, revisions
 from orgs import selectors as org_selectors, services as org_services
+from orgs.api.views import ApiKeyCreatingApi
 from orgs.authentication import principal_of
 from orgs.models import ApiKey, Role
 
@@ -390,8 +391,6 @@ class BlobMemberListApi(ApiView):
 
 class BlobMemberDetailApi(ApiView):
     def _member(self, blob: Blob, user_id: str) -> BlobMember:
-        from blobhub.api.serializers import is_uuid
-
         member = BlobMember.objects.filter(blob=blob, user_id=user_id).first() if is_uuid(user_id) else None
         if member is None:
             raise AccessDenied()
@@ -414,7 +413,7 @@ class BlobMemberDetailApi(ApiView):
         return success()
 
 
-class BlobApiKeyListApi(ApiView):
+class BlobApiKeyListApi(ApiKeyCreatingApi):
     @extend_schema(parameters=PAGE_PARAMETERS, responses={200: envelope("BlobApiKeyList", "api_keys", s.BlobApiKeyOut, many=True), **ERRORS})
     def get(self, request: Request, org: str, blob: str) -> Response:
         item = selectors.blob_get(principal_of(request), org, blob, Role.ADMIN)
@@ -429,21 +428,12 @@ class BlobApiKeyListApi(ApiView):
         item = selectors.blob_get(principal, org, blob, Role.ADMIN)
         data = parse(s.BlobApiKeyCreateIn, request.data)
         api_key, secret = org_services.api_key_create(principal=principal, org=item.org, blob=item, **data)
-        api_key.key = secret
-        return success(201, api_key=s.BlobApiKeyCreatedOut(api_key).data)
-
-    def replayable(self, body):
-        # The secret is shown once and never stored: a replay names the key but not its secret.
-        if isinstance(body, dict) and isinstance(body.get("api_key"), dict):
-            return {**body, "api_key": {k: v for k, v in body["api_key"].items() if k != "key"}}
-        return body
+        return self.created(api_key, secret, s.BlobApiKeyCreatedOut)
 
 
 class BlobApiKeyDetailApi(ApiView):
     @extend_schema(responses={200: envelope("Revoked"), **ERRORS})
     def delete(self, request: Request, org: str, blob: str, key_id: str) -> Response:
-        from blobhub.api.serializers import is_uuid
-
         principal = principal_of(request)
         item = selectors.blob_get(principal, org, blob, Role.ADMIN)
         api_key = ApiKey.objects.filter(blob=item, id=key_id, revoked_at__isnull=True).first() if is_uuid(key_id) else None

@@ -180,7 +180,21 @@ class MemberDetailApi(ApiView):
 # --- API keys ----------------------------------------------------------------------------------
 
 
-class ApiKeyListApi(ApiView):
+class ApiKeyCreatingApi(ApiView):
+    """A view that creates API keys (for an org or for one blob): the answer shows the
+    secret, once; it is never stored, so an Idempotency-Key replay names the key without it."""
+
+    def created(self, api_key, secret: str, serializer) -> Response:
+        api_key.key = secret
+        return success(201, api_key=serializer(api_key).data)
+
+    def replayable(self, body):
+        if isinstance(body, dict) and isinstance(body.get("api_key"), dict):
+            return {**body, "api_key": {k: v for k, v in body["api_key"].items() if k != "key"}}
+        return body
+
+
+class ApiKeyListApi(ApiKeyCreatingApi):
     @extend_schema(
         parameters=PAGE_PARAMETERS,
         responses={200: envelope("ApiKeyList", "api_keys", s.ApiKeyOut, many=True), **ERRORS},
@@ -199,14 +213,7 @@ class ApiKeyListApi(ApiView):
         organization = selectors.organization_get(principal, org, Role.ADMIN)
         data = parse(s.ApiKeyCreateIn, request.data)
         api_key, secret = services.api_key_create(principal=principal, org=organization, **data)
-        api_key.key = secret
-        return success(201, api_key=s.ApiKeyCreatedOut(api_key).data)
-
-    def replayable(self, body):
-        # The secret is shown once and never stored: a replay names the key but not its secret.
-        if isinstance(body, dict) and isinstance(body.get("api_key"), dict):
-            return {**body, "api_key": {k: v for k, v in body["api_key"].items() if k != "key"}}
-        return body
+        return self.created(api_key, secret, s.ApiKeyCreatedOut)
 
 
 class ApiKeyDetailApi(ApiView):
