@@ -65,7 +65,6 @@ def download_part(request: HttpRequest, operation_id: str, index: int) -> HttpRe
     return response
 
 
-
 async def _in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     """The chunks, each read in a worker thread. Under ASGI, Django collects a synchronous
     iterator whole before sending it: a part would sit in memory."""
