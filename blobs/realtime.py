@@ -4,7 +4,8 @@ Each subscription names a stream of the event table. The consumer joins the stre
 then replays the stored events after `since`, then passes live ones on, dropping any whose
 sequence it has already sent and filling any gap from storage: no gap, no duplicate.
 Authorization uses the same selectors as REST, for every subscription, and is checked
-again every few seconds, so a revoked key stops receiving and is disconnected.
+again every few seconds, so a revoked key, or a caller who may no longer read a target,
+stops receiving and is disconnected.
 
 Live events reach a process once per stream, however many of its connections subscribe:
 one channel-layer channel per process joins the stream's group (`_Fanout`) and sends each
@@ -21,6 +22,7 @@ from storage within a few seconds.
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import time
@@ -38,7 +40,8 @@ from django.http import HttpRequest, parse_cookie
 
 from blobhub.api.errors import ApplicationError
 from blobs import events as event_store
-from blobs.models import Event
+from blobs import policy
+from blobs.models import Blob, Event
 from orgs.authentication import principal_from_api_key, principal_from_bearer
 from orgs.principal import Principal
 
@@ -50,6 +53,7 @@ MAX_SUBSCRIPTIONS = 100
 MAX_REPLAY = 10_000
 RECHECK_SECONDS = 2.0
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403  # a subscription is no longer authorized
 MAX_PENDING = 1000  # live events queued for one connection; past it the oldest are dropped (and refilled)
 
 
@@ -77,6 +81,14 @@ def register_target(scope: str, target: str, spec: Target) -> None:
     _targets[(scope, target)] = spec
 
 
+def refuse_public_readers(principal: Principal, blob: Blob) -> None:
+    """A blob's streams carry its owner's activity (drafts, operations, sessions), which a
+    public blob does not publish: a caller who reads it only because it is public may not
+    subscribe to them."""
+    if policy.reads_as_public(principal, blob):
+        raise _denied()
+
+
 def _core_targets() -> None:
     from blobs import selectors
     from orgs import selectors as org_selectors
@@ -86,16 +98,16 @@ def _core_targets() -> None:
         return event_store.stream_name("org", org.id)
 
     def blob(principal, scope_id, target_id):
-        from blobs.models import Blob
-
         found = Blob.objects.filter(id=target_id).values_list("org_id", flat=True).first() if _uuid(target_id) else None
         if found is None:
             raise _denied()
         item = selectors.blob_get(principal, str(found), target_id)
+        refuse_public_readers(principal, item)
         return event_store.stream_name("blob", item.id)
 
     def revision(principal, scope_id, target_id):
         item = selectors.revision_get(principal, target_id)
+        refuse_public_readers(principal, item.blob)
         return event_store.stream_name("revision", item.id)
 
     register_target("core", "organization", Target(organization))
@@ -188,39 +200,41 @@ def _session_user(scope: dict):
     return auth.get_user(request)
 
 
-# Every connection rechecks its credentials, but one query per credential and process is
-# enough: 200 connections on one key would otherwise make 100 queries a second, all queued on
-# the one thread that runs the consumers' database work, ahead of their replays and gap fills.
-_validity: dict[tuple, tuple[float, bool]] = {}  # credential -> (when checked, valid)
-_checking: dict[tuple, float] = {}  # credential -> when a connection started checking it
+# Every connection rechecks its credentials and subscriptions, but one query per credential
+# (and subscription) and process is enough: 200 connections on one key would otherwise make
+# 100 queries a second, all queued on the one thread that runs the consumers' database work,
+# ahead of their replays and gap fills.
+_answers: dict[tuple, tuple[float, Any]] = {}  # question -> (when answered, answer)
+_asking: dict[tuple, float] = {}  # question -> when a connection started answering it
+
+
+async def _recent_answer(question: tuple, answer: Callable[[], Any], meanwhile: Any) -> Any:
+    """`answer()` (run on the database thread), as found at most RECHECK_SECONDS / 2 ago by
+    any connection of this process: a change is seen within 1.5 x RECHECK_SECONDS plus one
+    query. While one connection answers, the others keep the last answer (else `meanwhile`)."""
+    now = time.monotonic()
+    answered = _answers.get(question)
+    if answered is not None and now - answered[0] < RECHECK_SECONDS / 2:
+        return answered[1]
+    started = _asking.get(question)
+    if started is not None and now - started < 30:
+        return answered[1] if answered is not None else meanwhile
+    _asking[question] = now
+    try:
+        found = await database_sync_to_async(answer)()
+    finally:
+        _asking.pop(question, None)
+    if len(_answers) >= 10_000:
+        _answers.clear()
+    _answers[question] = (time.monotonic(), found)
+    return found
 
 
 async def _credentials_valid(principal: Principal) -> bool:
-    """Whether the principal's credentials still hold, as checked at most RECHECK_SECONDS / 2
-    ago by any connection of this process (a revocation is seen within 1.5 x RECHECK_SECONDS
-    plus one query). While one connection checks, the others keep the last answer."""
-    if principal.api_key is not None:
-        key = ("api_key", principal.api_key.id)
-    elif principal.user is not None:
-        key = ("user", principal.user.id)
-    else:
-        return True
-    now = time.monotonic()
-    checked = _validity.get(key)
-    if checked is not None and now - checked[0] < RECHECK_SECONDS / 2:
-        return checked[1]
-    started = _checking.get(key)
-    if started is not None and now - started < 30:
-        return checked[1] if checked is not None else True  # valid when it connected
-    _checking[key] = now
-    try:
-        valid = await database_sync_to_async(_still_valid)(principal)
-    finally:
-        _checking.pop(key, None)
-    if len(_validity) >= 10_000:
-        _validity.clear()
-    _validity[key] = (time.monotonic(), valid)
-    return valid
+    """Whether the principal's credentials still hold (they did when it connected)."""
+    if principal.api_key is None and principal.user is None:
+        return True  # an anonymous token names no row to check
+    return await _recent_answer(("valid", principal.caller_id), functools.partial(_still_valid, principal), True)
 
 
 def _still_valid(principal: Principal) -> bool:
@@ -234,6 +248,15 @@ def _still_valid(principal: Principal) -> bool:
 
         return User.objects.filter(id=principal.user.id, is_active=True).exists()
     return True
+
+
+def _authorized_stream(principal: Principal, key: tuple[str, str, str, str]) -> str | None:
+    """The stream the subscription `key` names for the principal now, or None if it may not read it."""
+    scope, scope_id, target, target_id = key
+    try:
+        return _targets[(scope, target)].authorize(principal, scope_id, target_id)
+    except ApplicationError:
+        return None
 
 
 # --- The consumer ------------------------------------------------------------------------------
@@ -305,20 +328,40 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.streams = {}
 
     async def _recheck(self) -> None:
-        """Close the connection once its credentials stop being valid (revoked, expired);
+        """Close the connection once its credentials stop being valid (revoked, expired) or
+        one of its subscriptions is no longer authorized (a member removed, a blob deleted);
         have quiet subscriptions that are behind their stream catch up from storage."""
         try:
             while True:
                 await asyncio.sleep(RECHECK_SECONDS)
-                if not await _credentials_valid(self.principal):
-                    await self.close(code=CLOSE_UNAUTHORIZED)
-                    return
+                try:
+                    if not await _credentials_valid(self.principal):
+                        await self.close(code=CLOSE_UNAUTHORIZED)
+                        return
+                    if not await self._still_authorized():
+                        await self.close(code=CLOSE_FORBIDDEN)
+                        return
+                except Exception:  # the database is away: close nobody, ask again next time
+                    logger.warning("rechecking a connection's access failed", exc_info=True)
+                    continue
                 try:
                     await self._check_tails()
                 except Exception:
                     logger.warning("checking the streams' heads failed", exc_info=True)
         except asyncio.CancelledError:
             pass
+
+    async def _still_authorized(self) -> bool:
+        """Whether each subscription's target still authorizes the principal, for the same stream."""
+        for subscription in list(self.subscriptions.values()):
+            stream = await _recent_answer(
+                ("authorized", self.principal.caller_id, subscription.key),
+                functools.partial(_authorized_stream, self.principal, subscription.key),
+                subscription.stream,
+            )
+            if stream != subscription.stream and self.subscriptions.get(subscription.key) is subscription:
+                return False
+        return True
 
     async def _check_tails(self) -> None:
         """The layer may drop a stream's last events (nothing comes after them to show the
@@ -345,7 +388,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
             return
         try:
             message = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             await self._error(None, 400, "The message is not valid JSON.")
             return
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):

@@ -10,9 +10,12 @@ from channels.testing import WebsocketCommunicator
 
 from blobhub.asgi import application
 from blobs import realtime
-from orgs.models import ApiKey
-from orgs.tests.factories import MembershipFactory, make_api_key
-from workflows.tests.support import approval_flow
+from blobs.models import Blob, BlobMember
+from blobs.tests.factories import BlobFactory
+from orgs import tokens
+from orgs.models import ApiKey, Membership
+from orgs.tests.factories import MembershipFactory, UserFactory, make_api_key
+from workflows.tests.support import approval_flow, commit, start_execution, upload_definition, workflow_blob
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -209,3 +212,116 @@ async def test_a_key_revoked_while_connected_is_disconnected(member, monkeypatch
     await database_sync_to_async(lambda: ApiKey.objects.filter(org=org).update(revoked_at="2020-01-01T00:00:00Z"))()
     output = await ws.receive_output(timeout=5)
     assert output == {"type": "websocket.close", "code": realtime.CLOSE_UNAUTHORIZED}
+
+
+async def test_a_frame_nested_deeper_than_the_parser_goes_is_a_400_and_the_connection_stays(member):
+    _, key = await database_sync_to_async(lambda: member)()
+    ws = connect(key)
+    await ws.connect()
+    await ws.send_to(text_data="[" * 30_000 + "]" * 30_000)
+    assert json.loads(await ws.receive_from())["error"] == {"code": 400, "message": "The message is not valid JSON."}
+    assert (await call(ws, "status/ping"))["result"] == {}
+    await ws.disconnect()
+
+
+@database_sync_to_async
+def public_snapshot_with_a_run(key, org):
+    """A public workflow blob whose snapshot revision holds a session and an execution."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=key)
+    channel = workflow_blob(client, org, "public-flows")
+    upload_definition(channel, "approve", approval_flow())
+    commit(channel)
+    assert client.post(f"/v1/revisions/{channel.revision_id}/snapshot", {}, format="json").status_code == 200
+    Blob.objects.filter(alias="public-flows").update(visibility=Blob.Visibility.PUBLIC)
+    inputs = [{"alias": "order", "value": {"type": "json", "json": {"items": [{"price": 1}]}}}]
+    execution = start_execution(channel, "approve", inputs, session="live-session")
+    return str(Blob.objects.get(alias="public-flows").id), channel.revision_id, execution["id"]
+
+
+def bearer(token):
+    return [(b"authorization", f"Bearer {token}".encode())]
+
+
+async def test_a_public_blobs_readers_may_not_subscribe_to_its_owners_activity(member):
+    org, key = await database_sync_to_async(lambda: member)()
+    blob_id, revision_id, execution_id = await public_snapshot_with_a_run(key, org)
+    streams = [
+        {"scope": "core", "scope_id": str(org.id), "target": "blob", "target_id": blob_id},
+        {"scope": "core", "scope_id": revision_id, "target": "revision", "target_id": revision_id},
+        {"scope": "revision", "scope_id": revision_id, "target": "session", "target_id": "live-session"},
+        {"scope": "revision", "scope_id": revision_id, "target": "execution", "target_id": execution_id},
+    ]
+    outsider = await database_sync_to_async(lambda: make_api_key(MembershipFactory().org, "write")[1])()
+    anonymous = await database_sync_to_async(lambda: tokens.issue_pair(anonymous_id="visitor")["access_token"])()
+    for ws in (connect(outsider), connect(headers=bearer(anonymous))):
+        assert (await ws.connect())[0]
+        for params in streams:
+            assert (await call(ws, "subscription/add", {**params, "since": 0}))["error"]["code"] == 403
+        assert await ws.receive_nothing(timeout=0.3)  # no draft, operation, session or output
+        await ws.disconnect()
+    owner = connect(key)
+    await owner.connect()
+    for params in streams:
+        assert (await call(owner, "subscription/add", params))["result"] == {}
+    await owner.disconnect()
+
+
+async def closed_once_access_is_lost(ws, params, lose_access):
+    """Subscribe, lose access, and be disconnected with 4403; subscribing again is a 403."""
+    assert (await ws.connect())[0]
+    assert (await call(ws, "subscription/add", params))["result"] == {}
+    await database_sync_to_async(lose_access)()
+    assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": realtime.CLOSE_FORBIDDEN}
+
+
+async def test_a_subscriber_who_loses_access_to_its_target_is_disconnected(member, monkeypatch):
+    monkeypatch.setattr(realtime, "RECHECK_SECONDS", 0.1)
+    org, _ = await database_sync_to_async(lambda: member)()
+
+    def reader_of_the_org():
+        user = MembershipFactory(org=org, role="read").user
+        return user, tokens.issue_pair(user=user)["access_token"]
+
+    user, token = await database_sync_to_async(reader_of_the_org)()
+    org_stream = {"scope": "core", "scope_id": str(org.id), "target": "organization", "target_id": str(org.id)}
+    await closed_once_access_is_lost(
+        connect(headers=bearer(token)), org_stream, lambda: Membership.objects.filter(org=org, user=user).delete()
+    )
+
+    def member_of_a_blob():
+        user, blob = UserFactory(), BlobFactory(org=org)
+        BlobMember.objects.create(org=org, blob=blob, user=user, role="read")
+        return user, blob, tokens.issue_pair(user=user)["access_token"]
+
+    user, blob, token = await database_sync_to_async(member_of_a_blob)()
+    blob_stream = {"scope": "core", "scope_id": str(org.id), "target": "blob", "target_id": str(blob.id)}
+    await closed_once_access_is_lost(
+        connect(headers=bearer(token)), blob_stream, lambda: BlobMember.objects.filter(blob=blob, user=user).delete()
+    )
+
+    ws = connect(headers=bearer(token))  # the client reconnects
+    assert (await ws.connect())[0]
+    assert (await call(ws, "subscription/add", blob_stream))["error"]["code"] == 403
+    await ws.disconnect()
+
+
+async def test_connections_on_one_credential_share_each_recheck_of_a_subscription(member, monkeypatch):
+    monkeypatch.setattr(realtime, "RECHECK_SECONDS", 0.4)
+    org, key = await database_sync_to_async(lambda: member)()
+    checks = []
+    authorized_stream = realtime._authorized_stream
+    monkeypatch.setattr(realtime, "_authorized_stream", lambda *args: checks.append(args) or authorized_stream(*args))
+    params = {"scope": "core", "scope_id": str(org.id), "target": "organization", "target_id": str(org.id)}
+    clients = [connect(key) for _ in range(20)]
+    for ws in clients:
+        await ws.connect()
+        assert "result" in await call(ws, "subscription/add", params)
+    checks.clear()
+    await asyncio.sleep(1.0)  # two or three rechecks of each connection
+    assert 1 <= len(checks) < len(clients)  # one query per check, not one per connection
+    for ws in clients:
+        assert await ws.receive_nothing(timeout=0)  # all still connected
+        await ws.disconnect()
