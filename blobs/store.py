@@ -46,9 +46,23 @@ class ObjectTooLarge(ApplicationError):
         super().__init__("payload_too_large", f"The object is larger than the limit of {limit} bytes.", status=413)
 
 
+class NotJson(ApplicationError, ValueError):
+    """Still the ValueError json.dumps raises, for callers that catch that to say where."""
+
+    def __init__(self):
+        super().__init__(
+            "invalid_request_body",
+            "The value holds a number too large for a 64-bit float (such as 1e400); non-finite numbers are not JSON.",
+        )
+
+
 def canonical_json(value: Any) -> bytes:
     """The one serialization of JSON content: sorted keys, no insignificant space, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except ValueError as exc:
+        # Parsers read a number past the float range (1e400) as infinity, which JSON cannot hold.
+        raise NotJson() from exc
 
 
 @dataclass
@@ -147,6 +161,11 @@ def _commit(sha256: str, spool: _Spool, hold_for: dict) -> StoredObject:
         )
         if inline is None and (created or not backend().exists(sha256)):
             backend().write(sha256, spool.path)
+        if not created:
+            # A put renews the object's stamp, so the collector's cutoff spares it for the
+            # retention period: the caller has that long to record its reference (a
+            # manifest entry, a session object), which it does in a later transaction.
+            StoredObject.objects.filter(sha256=sha256).update(created_at=timezone.now())
         if hold_for:
             hold(obj=obj, **hold_for)
     return obj

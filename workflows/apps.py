@@ -8,7 +8,7 @@ class WorkflowsConfig(AppConfig):
         from blobs import registry, store
         from workflows import components  # noqa: F401  (registers the built-in components)
         from workflows.commands import ENGINE
-        from workflows.models import Execution, SessionObject
+        from workflows.models import Execution, ExecutionObject, SessionObject
 
         registry.register(ENGINE)
         from workflows.realtime import register_targets
@@ -17,3 +17,4 @@ class WorkflowsConfig(AppConfig):
         # Objects that sessions and executions hold stay alive for the garbage collector.
         store.register_reference_source(lambda: SessionObject.objects.values("object_id"))
         store.register_reference_source(lambda: Execution.objects.values("definition_object_id"))
+        store.register_reference_source(lambda: ExecutionObject.objects.values("object_id"))

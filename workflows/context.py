@@ -10,7 +10,7 @@ from django.db import transaction
 
 from blobs import store
 from workflows.components.base import ComponentError
-from workflows.models import Execution, Session, SessionObject, StepRun
+from workflows.models import Execution, ExecutionObject, Session, SessionObject, StepRun
 
 REDACTED = "[redacted]"
 
@@ -75,6 +75,9 @@ class StepContext:
     # --- The content store ------------------------------------------------------------
     def put_blob(self, data: bytes, kind: str = "binary") -> dict:
         obj = store.put_bytes(data, org=self.execution.org, kind=kind)
+        # The put's hold covers the retention period; this one lasts as long as the execution.
+        held = ExecutionObject(org_id=self.execution.org_id, execution_id=self.execution.id, object=obj)
+        ExecutionObject.objects.bulk_create([held], ignore_conflicts=True)
         return {"blob_id": obj.sha256}
 
     def get_blob(self, blob: dict, max_size: int = 64 * 1024 * 1024) -> bytes:

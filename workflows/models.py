@@ -88,6 +88,22 @@ class Execution(Record):
         return f"execution {self.id} ({self.status})"
 
 
+class ExecutionObject(models.Model):
+    """An object a step of the execution put: the execution holds it while it exists,
+    since its outputs and records may name it long after the org's put hold lapses."""
+
+    id = models.BigAutoField(primary_key=True)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="+")
+    object = models.ForeignKey(StoredObject, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["execution", "object"], name="executionobject_unique_object")]
+
+    def __str__(self) -> str:
+        return f"{self.object_id[:12]} held by execution {self.execution_id}"
+
+
 class StepRun(models.Model):
     """One component of one execution: recorded before anything after it starts."""
 

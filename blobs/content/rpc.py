@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from rest_framework.views import APIView
 
 from blobhub.api.errors import ApplicationError, exception_handler, validation_details
 from blobhub.api.serializers import parse
+from blobs import store
 from blobs.content import services
 from blobs.content.caller import ORG_HEADER, caller_org
 from blobs.content.serializers import CreateBlobParams, ReadBlobParams
@@ -94,7 +96,7 @@ def create_blob(params: dict, context: CallContext) -> dict:
     if kind == Kind.TEXT:
         obj = services.content_put_text(org=context.org(Role.WRITE), text=_text(content))
     elif kind == Kind.JSON:
-        obj = services.content_put_json(org=context.org(Role.WRITE), value=content, kind=Kind.JSON)
+        obj = _put_json(content, context)
     else:
         obj = services.content_put_bytes(org=context.org(Role.WRITE), data=_base64_bytes(content))
     return {"blob_id": SKILLS_ID_PREFIX + obj.sha256, "size_bytes": obj.size}
@@ -145,6 +147,13 @@ def _text(content: Any) -> str:
     except UnicodeEncodeError as exc:
         raise _invalid_content("The text is not valid Unicode (it holds a lone surrogate).") from exc
     return content
+
+
+def _put_json(content: Any, context: CallContext):
+    try:
+        return services.content_put_json(org=context.org(Role.WRITE), value=content, kind=Kind.JSON)
+    except store.NotJson as exc:
+        raise _invalid_content(exc.message) from exc
 
 
 def _base64_bytes(content: Any) -> bytes:
@@ -233,7 +242,9 @@ def _check_request(request: Any) -> Any:
 
 
 def _valid_id(value: Any) -> bool:
-    return value is None or isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    if isinstance(value, float):
+        return math.isfinite(value)  # 1e400 parses as infinity, which no response can echo
+    return value is None or (isinstance(value, (str, int)) and not isinstance(value, bool))
 
 
 def _run(method: str, params: dict | list, context: CallContext) -> Any:
@@ -302,6 +313,8 @@ class RpcApi(APIView):
             payload = json.loads(request._request.body, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             return Response(error_response(None, RpcError(PARSE_ERROR, f"Parse error: {exc}.")))
+        except RecursionError:
+            return Response(error_response(None, RpcError(PARSE_ERROR, "Parse error: the JSON is nested too deeply.")))
         outcome = handle_payload(payload, CallContext(principal, request.META.get(ORG_HEADER)))
         if outcome is None:
             return HttpResponse(status=204)

@@ -57,8 +57,9 @@ def file_put_stream(revision: Revision, path: str, chunks) -> ManifestEntry:
     """Store a file of the draft from an iterable of byte chunks (streamed, never whole).
 
     The bytes go to the store first, outside any lock; only the manifest entry is
-    written under the draft's lock. A new object is safe from the collector for the
-    retention period, long enough for its entry to be written.
+    written under the draft's lock. The put (of new bytes or of bytes stored long ago)
+    stamps the object, which keeps the collector off it for the retention period: long
+    enough for its entry to be written.
     """
     check_path(path)
     return file_put_object(revision, path, store.put_stream(chunks))

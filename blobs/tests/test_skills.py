@@ -174,7 +174,7 @@ def test_a_blob_the_org_does_not_hold_is_not_found(rpc):
 
 
 def test_a_body_that_is_not_json_is_a_parse_error(rpc):
-    for body in ('{"jsonrpc": "2.0", "method": "read_blob"', "NaN", ""):
+    for body in ('{"jsonrpc": "2.0", "method": "read_blob"', "NaN", "", "[" * 100_000 + "]" * 100_000):
         response = send(rpc, body)
         assert response["error"]["code"] == -32700 and response["id"] is None
 
@@ -190,6 +190,7 @@ def test_a_body_that_is_not_json_is_a_parse_error(rpc):
         {"jsonrpc": "2.0", "method": "read_blob", "id": {"x": 1}},
         {"jsonrpc": "2.0", "method": "read_blob", "params": "x", "id": 1},
         {"jsonrpc": "2.0", "method": "read_blob", "params": {}, "id": 1, "extra": 1},
+        '{"jsonrpc": "2.0", "method": "read_blob", "id": 1e400}',
     ],
 )
 def test_a_malformed_request_is_an_invalid_request(rpc, request_body):
@@ -230,6 +231,16 @@ def test_bad_params_are_invalid_params_with_a_clear_message(rpc, method, params,
 
     assert refused["message"].startswith("Invalid params: ")
     assert fragment in refused["message"]
+    assert not StoredObject.objects.exists()
+
+
+def test_a_json_number_past_the_float_range_is_invalid_params(rpc):
+    body = '{"jsonrpc": "2.0", "method": "create_blob", "params": {"kind": "json", "content": [1e400]}, "id": 1}'
+
+    refused = send(rpc, body)["error"]
+
+    assert refused["code"] == -32602 and "non-finite" in refused["message"]
+    assert refused["data"]["details"][0]["path"] == "content"
     assert not StoredObject.objects.exists()
 
 

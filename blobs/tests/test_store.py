@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from blobs import store
 from blobs.models import ManifestEntry, ObjectRef, StoredObject
+from blobs.services import content
 from blobs.store import INLINE_LIMIT, CorruptObject, ObjectTooLarge
 from blobs.tests.factories import BlobFactory
 from orgs.tests.factories import OrganizationFactory
@@ -207,6 +208,26 @@ def test_a_new_put_keeps_an_object_for_another_retention_period(settings, org):
     assert store.collect_garbage() == 0
     assert store.object_for_org(org, obj.sha256) == obj
     assert store.collect_garbage(now=later(25)) == 1
+
+
+def test_the_collector_running_between_a_file_put_and_its_manifest_entry_spares_the_object(settings, monkeypatch):
+    settings.BLOB_RETENTION_HOURS = 24
+    draft = BlobFactory().revisions.get()
+    data = b'{"stored": "long ago"}'
+    store.put_bytes(data)  # unreferenced since, and past the retention period
+    StoredObject.objects.update(created_at=timezone.now() - timedelta(hours=48))
+    put = store.put_bytes
+
+    def put_then_collect(payload: bytes, **hold_for):
+        obj = put(payload, **hold_for)
+        store.collect_garbage()  # the hourly task, before the entry is written
+        return obj
+
+    monkeypatch.setattr(store, "put_bytes", put_then_collect)
+
+    content.file_put(draft, "a.json", data)
+
+    assert content.file_read(draft, "a.json") == data
 
 
 def test_garbage_collection_keeps_objects_that_revisions_or_engines_reference(settings, org, monkeypatch):

@@ -9,12 +9,15 @@ import itertools
 import json
 import threading
 import time
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
 from blobs import store
+from blobs.models import StoredObject
 from orgs.tests.factories import OrganizationFactory
 from workflows import engine
 from workflows.context import StepContext
@@ -370,6 +373,20 @@ def test_a_binary_blob_round_trips_from_base64(channel, org):
     sha256 = hashlib.sha256(raw).hexdigest()
     assert execution["output"] == {"stored": blob_value(sha256), "read": text(base64.b64encode(raw).decode())}
     assert store.read_bytes(store.object_for_org(org, sha256)) == raw
+
+
+def test_a_blob_a_step_put_outlives_the_retention_period_while_its_execution_exists(channel, settings):
+    value = {"kept": "while the execution exists"}
+    execution = run(channel, chain(component("put", "data.blob_put")), data(json_value(value)))
+    sha256 = execution["output"]["result"]["blob_id"]
+    after_retention = timezone.now() + timedelta(hours=settings.BLOB_RETENTION_HOURS + 1)
+
+    store.collect_garbage(now=after_retention)
+    assert json.loads(store.read_bytes(StoredObject.objects.get(sha256=sha256))) == value
+
+    Execution.objects.filter(id=execution["id"]).delete()
+    store.collect_garbage(now=after_retention)
+    assert not StoredObject.objects.filter(sha256=sha256).exists()
 
 
 def test_a_binary_blob_put_refuses_input_that_is_not_base64(channel):
