@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from blobhub.api.errors import ApplicationError
 from blobhub.api.serializers import StrictCharField, StrictIntegerField, StrictSerializer, StrictUUIDField, parse
-from blobs import store
+from blobs import limits, store
 from blobs.channel import BinaryAnswer, DataContext
 from blobs.models import Operation, Revision
 from blobs.registry import Engine, Handler, Problem
@@ -97,6 +97,9 @@ def initiate_upload(ctx: DataContext, args: dict) -> dict:
     parts = transfers.plan(data["size"])
     arguments = {"path": ARCHIVE, "size": data["size"], "plan": [vars(part) for part in parts]}
     with transaction.atomic():
+        # Each open upload may hold a whole archive of parts until it ends or expires.
+        Revision.objects.select_for_update().filter(id=ctx.revision.id).first()  # counts one at a time
+        limits.check("onnx.open_uploads_per_revision", services.open_uploads(ctx.revision).count())
         operation = _new_operation(ctx, arguments)
         operation_id = str(operation.id)
         if transfers.s3() is not None:
@@ -147,29 +150,20 @@ def download(ctx: DataContext, args: dict) -> BinaryAnswer:
 
 
 def initiate_download(ctx: DataContext, args: dict) -> dict:
+    """The parts' URLs, signed over the revision and the object rather than an operation:
+    public readers call this at will, so it writes nothing."""
     entry = services.model_entry(ctx.revision, parse(ArtifactIn, args)["path"])
-    parts = transfers.plan(entry.size)
-    with transaction.atomic():
-        operation = Operation.objects.create(
-            org_id=ctx.revision.org_id,
-            blob_id=ctx.revision.blob_id,
-            revision=ctx.revision,
-            type="download",
-            status=Operation.Status.COMPLETED,
-            progress=1.0,
-            arguments={"path": entry.path, "sha256": entry.object_id, "size": entry.size},
-            result={"path": entry.path, "sha256": entry.object_id, "size": entry.size},
-        )
-        rendered = []
-        for part in parts:
-            if transfers.s3() is not None and entry.object.inline is None:
-                url, headers = transfers.s3_download_url(entry.object_id, part)
-            else:
-                url, headers = transfers.signed_url(ctx.base_url, "download", str(operation.id), part), {}
-            rendered.append({"offset": part.offset, "size": part.size, "download": {"url": url, "headers": headers}})
-        operation.parts = rendered
-        Operation.objects.filter(id=operation.id).update(parts=rendered)
-    return {"operation_id": str(operation.id), "operation": _render(operation)}
+    on_s3 = transfers.s3() is not None and entry.object.inline is None
+    subject = f"{ctx.revision.id}/{entry.object_id}"
+    parts = []
+    for part in transfers.plan(entry.size):
+        if on_s3:
+            url, headers = transfers.s3_download_url(entry.object_id, part)
+        else:
+            url, headers = transfers.signed_url(ctx.base_url, "download", subject, part), {}
+        parts.append({"offset": part.offset, "size": part.size, "download": {"url": url, "headers": headers}})
+    described = {"path": entry.path, "sha256": entry.object_id, "size": entry.size}
+    return {"operation": {"type": "download", "status": "completed", "result": described, "parts": parts}}
 
 
 def infer(ctx: DataContext, args: dict) -> dict:
@@ -210,5 +204,9 @@ ENGINE = Engine(
         "complete_upload": Handler(complete_upload, writes_content=True, needs=Role.WRITE),
         "cancel_upload": Handler(cancel_upload, writes_content=True, needs=Role.WRITE),
     },
-    limits={"onnx.max_archive_bytes": settings.ONNX_MAX_ARCHIVE_BYTES, "onnx.max_model_bytes": settings.ONNX_MAX_MODEL_BYTES},
+    limits={
+        "onnx.max_archive_bytes": settings.ONNX_MAX_ARCHIVE_BYTES,
+        "onnx.max_model_bytes": settings.ONNX_MAX_MODEL_BYTES,
+        "onnx.open_uploads_per_revision": 4,
+    },
 )

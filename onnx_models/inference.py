@@ -61,11 +61,8 @@ LOAD_FROM_FILE_ABOVE = 16 * 1024 * 1024
 
 def _load(obj, options):
     """An onnxruntime session of a stored model, whose bytes are verified on the way."""
-    import onnxruntime
-
-    providers = ["CPUExecutionProvider"]
     if obj.size <= LOAD_FROM_FILE_ABOVE:
-        return onnxruntime.InferenceSession(store.read_bytes(obj), options, providers=providers)
+        return _session(store.read_bytes(obj), options)
     folder = settings.DATA_DIR / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=folder, prefix="onnx-session-", suffix=".onnx")
@@ -73,9 +70,24 @@ def _load(obj, options):
         with os.fdopen(fd, "wb") as out:
             for chunk in store.open_object(obj):  # a corrupted object raises before its end
                 out.write(chunk)
-        return onnxruntime.InferenceSession(name, options, providers=providers)
+        return _session(name, options)
     finally:
         os.unlink(name)
+
+
+def _session(model: bytes | str, options):
+    """A session of the model (bytes or a path); onnxruntime may refuse a model that onnx's
+    checker passed (an operator of a custom domain): that is an inference_failed."""
+    import onnxruntime
+
+    try:
+        return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise InferenceError("inference_failed", f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 def _array(name: str, value: Any, meta) -> np.ndarray:
@@ -95,10 +107,11 @@ def _array(name: str, value: Any, meta) -> np.ndarray:
         data, shape = value, None
     _bound(name, data)
     try:
-        array = np.array(data, dtype=expected if expected != "str" else object)
+        with np.errstate(over="ignore"):  # a float past the dtype's range is ±infinity, as documented
+            array = np.array(data, dtype=expected if expected != "str" else object)
         if shape is not None:
             array = array.reshape(shape)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer no float or int64 holds
         raise InferenceError("invalid_input", f"The input {name!r} does not make a {expected} tensor: {exc}") from None
     declared = meta.shape
     if len(declared) != array.ndim or any(isinstance(d, int) and d != actual for d, actual in zip(declared, array.shape)):
@@ -144,11 +157,23 @@ def infer(revision: Revision, inputs: Any) -> dict:
     except Exception as exc:  # onnxruntime raises its own exception types
         if options.terminate:
             raise InferenceError("timeout", f"Inference ran past {settings.ONNX_INFER_TIMEOUT_SECONDS} s.") from None
-        raise InferenceError("inference_failed", f"onnxruntime refused the inputs: {str(exc).splitlines()[0][:300]}") from None
+        raise InferenceError("inference_failed", f"onnxruntime refused the inputs: {_first_line(exc)}") from None
     finally:
         timer.cancel()
     outputs = {}
     for meta, value in zip(session.get_outputs(), results):
         array = np.asarray(value)
-        outputs[meta.name] = {"dtype": str(array.dtype) if array.dtype != object else "str", "shape": list(array.shape), "data": array.tolist()}
+        outputs[meta.name] = {"dtype": str(array.dtype) if array.dtype != object else "str", "shape": list(array.shape), "data": _data(array)}
     return outputs
+
+
+def _data(array: np.ndarray) -> Any:
+    """The array as nested lists, NaN and ±infinity as the strings "NaN", "Infinity" and
+    "-Infinity": JSON has no numbers for them (inputs read those strings back)."""
+    if array.dtype.kind != "f" or np.isfinite(array).all():
+        return array.tolist()
+    data = array.astype(object)
+    data[np.isnan(array)] = "NaN"
+    data[np.isposinf(array)] = "Infinity"
+    data[np.isneginf(array)] = "-Infinity"
+    return data.tolist()

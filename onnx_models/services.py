@@ -1,15 +1,20 @@
 """Uploads and their processing operation: from parts to `model.tar.gz`, `model.onnx`, `model.json`."""
 
+import contextlib
 import logging
 import shutil
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from blobhub.api.errors import ApplicationError, Conflict
+from blobhub.api.serializers import is_uuid
 from blobs import store
 from blobs.models import ManifestEntry, Operation, Revision
 from blobs.services import content
@@ -19,6 +24,7 @@ from onnx_models import processing, transfers
 logger = logging.getLogger("blobhub.onnx")
 
 ARTIFACTS = ("model.tar.gz", "model.onnx", "model.json")
+LIVE = (Operation.Status.PENDING, Operation.Status.RUNNING)
 
 
 def workdir() -> Path:
@@ -32,6 +38,11 @@ def upload_operation(operation_id, revision: Revision) -> Operation:
     if operation is None:
         raise ApplicationError("operation_not_found", "This revision has no such upload.", status=404)
     return operation
+
+
+def open_uploads(revision: Revision) -> QuerySet[Operation]:
+    """The revision's uploads that have not ended (pending or processing)."""
+    return Operation.objects.filter(revision=revision, type="upload", status__in=LIVE)
 
 
 def complete(operation: Operation, hashes: list[str]) -> Operation:
@@ -70,6 +81,61 @@ def cancel(operation: Operation) -> Operation:
         operation_finish(operation, Operation.Status.CANCELLED)
     _cleanup(operation)
     return operation
+
+
+# Past their URLs' expiry no part can arrive; the margin leaves the client time to complete.
+EXPIRY_MARGIN = timedelta(hours=1)
+
+
+def expire_uploads() -> int:
+    """Cancel the uploads still pending long after their part URLs expired, and remove the
+    parts of uploads that ended or are gone (a deleted blob takes its operations with it);
+    returns how many uploads expired."""
+    cutoff = timezone.now() - timedelta(seconds=settings.ONNX_TRANSFER_URL_TTL_SECONDS) - EXPIRY_MARGIN
+    stale = Operation.objects.filter(type="upload", status=Operation.Status.PENDING, created_at__lt=cutoff)
+    expired = sum(_expire(operation_id) for operation_id in stale.values_list("id", flat=True))
+    candidates = transfers.parts_dirs()
+    for operation_id in set(candidates) - _live_uploads(candidates):
+        transfers.discard(operation_id)
+    if transfers.s3() is not None:
+        _abort_s3_orphans(cutoff)
+    _remove_direct_orphans(cutoff)
+    return expired
+
+
+def _expire(operation_id) -> bool:
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().filter(id=operation_id, status=Operation.Status.PENDING).first()
+        if operation is None:
+            return False  # completed, cancelled or claimed meanwhile
+        error = {"code": "upload_expired", "message": "The upload was not completed in time."}
+        operation_finish(operation, Operation.Status.CANCELLED, error=error)
+    _cleanup(operation)
+    return True
+
+
+def _live_uploads(operation_ids: list[str]) -> set[str]:
+    """Those of the ids whose upload still needs its parts (pending or processing)."""
+    ids = [operation_id for operation_id in operation_ids if is_uuid(operation_id)]
+    alive = Operation.objects.filter(id__in=ids, status__in=LIVE)
+    return {str(operation_id) for operation_id in alive.values_list("id", flat=True)}
+
+
+def _abort_s3_orphans(cutoff: datetime) -> None:
+    # A younger multipart upload may belong to an initiate_upload not yet committed.
+    uploads = [(operation_id, upload_id) for operation_id, upload_id, began in transfers.s3_uploads() if began < cutoff]
+    live = _live_uploads([operation_id for operation_id, _ in uploads])
+    for operation_id, upload_id in uploads:
+        if operation_id not in live:
+            transfers.s3_abort(operation_id, upload_id)
+
+
+def _remove_direct_orphans(cutoff: datetime) -> None:
+    """Bodies of `upload` whose processing never came (their blob was deleted first)."""
+    for path in (settings.DATA_DIR / "tmp").glob("onnx-upload-*"):
+        with contextlib.suppress(FileNotFoundError):  # processing took it meanwhile
+            if path.stat().st_mtime < cutoff.timestamp():
+                path.unlink()
 
 
 def _cleanup(operation: Operation) -> None:

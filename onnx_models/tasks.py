@@ -7,3 +7,11 @@ def process_upload(operation_id: str) -> None:
     from onnx_models.services import process
 
     process(operation_id)
+
+
+@shared_task(ignore_result=True)
+def expire_uploads() -> None:
+    """Cancel abandoned uploads and remove parts that nothing will complete (periodic)."""
+    from onnx_models.services import expire_uploads as expire
+
+    expire()

@@ -2,7 +2,9 @@
 
 On S3 the parts are boto3-presigned `UploadPart` / ranged `GetObject` URLs. On the file
 store they are signed, expiring URLs to this server's own part endpoints, which take no
-API key: the signature (HMAC over operation, part, range and expiry) is the credential.
+API key: the signature (HMAC over what the URL names, part, range and expiry) is the
+credential. An upload URL names its operation; a download URL names a revision and an
+object, so that handing out download URLs writes nothing.
 """
 
 import fcntl
@@ -11,7 +13,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -48,20 +52,21 @@ def plan(size: int, part_size: int | None = None) -> list[Part]:
 # --- Signed URLs to our own endpoints (the file store) --------------------------------------
 
 
-def _signature(kind: str, operation_id: str, part: Part, expires: int) -> str:
-    message = f"{kind}:{operation_id}:{part.index}:{part.offset}:{part.size}:{expires}"
+def _signature(kind: str, subject: str, part: Part, expires: int) -> str:
+    message = f"{kind}:{subject}:{part.index}:{part.offset}:{part.size}:{expires}"
     return salted_hmac(SALT, message, algorithm="sha256").hexdigest()
 
 
-def signed_url(base_url: str, kind: str, operation_id: str, part: Part) -> str:
+def signed_url(base_url: str, kind: str, subject: str, part: Part) -> str:
+    """`subject`: an upload's operation id, or `<revision id>/<sha256>` of a download."""
     expires = int(time.time()) + settings.ONNX_TRANSFER_URL_TTL_SECONDS
     query = urlencode(
-        {"offset": part.offset, "size": part.size, "expires": expires, "signature": _signature(kind, operation_id, part, expires)}
+        {"offset": part.offset, "size": part.size, "expires": expires, "signature": _signature(kind, subject, part, expires)}
     )
-    return f"{base_url.rstrip('/')}/v1/transfers/{kind}s/{operation_id}/{part.index}?{query}"
+    return f"{base_url.rstrip('/')}/v1/transfers/{kind}s/{subject}/{part.index}?{query}"
 
 
-def verify(kind: str, operation_id: str, index: int, query) -> Part | None:
+def verify(kind: str, subject: str, index: int, query) -> Part | None:
     """The part a signed URL names, or None if the URL is tampered with or expired."""
     try:
         part = Part(index, int(query["offset"]), int(query["size"]))
@@ -69,7 +74,7 @@ def verify(kind: str, operation_id: str, index: int, query) -> Part | None:
         signature = query["signature"]
     except (KeyError, ValueError, TypeError):
         return None
-    if not constant_time_compare(signature, _signature(kind, operation_id, part, expires)):
+    if not constant_time_compare(signature, _signature(kind, subject, part, expires)):
         return None
     if expires < time.time():
         return None
@@ -146,6 +151,12 @@ def discard(operation_id: str) -> None:
     shutil.rmtree(parts_dir(operation_id), ignore_errors=True)
 
 
+def parts_dirs() -> list[str]:
+    """The operation ids that have parts on the file store."""
+    root = settings.DATA_DIR / "uploads"
+    return [path.name for path in root.iterdir()] if root.is_dir() else []
+
+
 # --- S3 ----------------------------------------------------------------------------------------
 
 
@@ -198,6 +209,15 @@ def s3_abort(operation_id: str, upload_id: str | None) -> None:
         except ClientError:
             pass  # completed already: the assembled object is deleted below
     store.client.delete_object(Bucket=store.bucket, Key=s3_key(operation_id))
+
+
+def s3_uploads() -> Iterator[tuple[str, str, datetime]]:
+    """(operation id, upload id, when it began) of each multipart upload open in the bucket."""
+    store = s3()
+    pages = store.client.get_paginator("list_multipart_uploads").paginate(Bucket=store.bucket, Prefix=s3_key(""))
+    for page in pages:
+        for upload in page.get("Uploads", []):
+            yield upload["Key"].rsplit("/", 1)[-1], upload["UploadId"], upload["Initiated"]
 
 
 def s3_download_url(sha256: str, part: Part) -> tuple[str, dict]:

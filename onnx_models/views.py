@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from uuid import UUID
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -39,16 +40,12 @@ def upload_part(request: HttpRequest, operation_id: str, index: int) -> HttpResp
 
 
 @require_http_methods(["GET"])
-def download_part(request: HttpRequest, operation_id: str, index: int) -> HttpResponse:
-    part = transfers.verify("download", operation_id, index, request.GET)
+def download_part(request: HttpRequest, revision_id: UUID, sha256: str, index: int) -> HttpResponse:
+    part = transfers.verify("download", f"{revision_id}/{sha256}", index, request.GET)
     if part is None:
         return _refused()
-    operation = Operation.objects.filter(id=operation_id, type="download").first()
-    if operation is None:
-        return _refused()
-    sha256 = operation.arguments["sha256"]
     # The object must still belong to the revision the URL was made for.
-    if not ManifestEntry.objects.filter(revision_id=operation.revision_id, object_id=sha256).exists():
+    if not ManifestEntry.objects.filter(revision_id=revision_id, object_id=sha256).exists():
         return _refused()
     obj = StoredObject.objects.get(sha256=sha256)
     if obj.inline is not None:

@@ -3,14 +3,21 @@
 import hashlib
 import io
 import json
+import os
 import time
+import uuid
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import numpy as np
 import onnxruntime
 import pytest
 from asgiref.sync import async_to_sync
+from django.utils import timezone
+from onnx import TensorProto, helper
+from rest_framework.test import APIClient
 
+from blobs.models import Operation
 from onnx_models.tests.models import affine_model, archive, broken_model, model_archive
 from workflows.tests.support import Channel, component, connect, document
 
@@ -97,15 +104,18 @@ def test_a_model_goes_from_multipart_upload_to_inference_and_a_workflow(onnx_blo
     assert np.array_equal(got, expected)
 
 
-def test_the_direct_upload_download_and_workflow_call(onnx_blob, client_for, write_key):
-    client, org, channel = onnx_blob
-    data = model_archive()
+def upload_direct(client, channel, data: bytes) -> dict:
     response = client.generic(
         "POST", f"/v1/revisions/{channel.revision_id}/data/command", data, content_type="application/octet-stream",
         HTTP_X_REQUEST_BODY=json.dumps({"command": "upload", "path": "model.tar.gz", "size": len(data)}),
     )
     assert response.status_code == 200, response.content
-    operation = client.get(f"/v1/operations/{response.json()['operation_id']}").json()["operation"]
+    return client.get(f"/v1/operations/{response.json()['operation_id']}").json()["operation"]
+
+
+def test_the_direct_upload_download_and_workflow_call(onnx_blob, client_for, write_key):
+    client, org, channel = onnx_blob
+    operation = upload_direct(client, channel, model_archive())
     assert operation["status"] == "completed", operation
     binary = client.generic(
         "POST", f"/v1/revisions/{channel.revision_id}/data/query", json.dumps({"command": "download", "path": "model.onnx"}),
@@ -146,6 +156,64 @@ def test_the_direct_upload_download_and_workflow_call(onnx_blob, client_for, wri
     result = flow_channel.query("get_execution", execution_id=execution["id"]).json()["execution"]
     assert result["status"] == "completed", result
     assert result["output"]["y"]["json"]["y"]["data"] == [[1.5, 2.5, 3.5]]
+
+    execution = flow_channel.command(
+        "create_execution", target={"session": "predictions"}, workflow={"definition": "predict"},
+        input_data=[{"alias": "features", "value": {"type": "json", "json": {"x": [["NaN", 1.0, 1.0]]}}}],
+    ).json()["execution"]
+    result = flow_channel.query("get_execution", execution_id=execution["id"]).json()["execution"]
+    assert result["status"] == "completed", result  # a step's output is JSON: NaN is a string in it
+    assert result["output"]["y"]["json"]["y"]["data"] == [["NaN", 2.5, 3.5]]
+
+
+def unary_model(op_type: str, domain: str = "") -> bytes:
+    """y = op(x) over one float (an operator of another domain needs its own opset)."""
+    graph = helper.make_graph(
+        [helper.make_node(op_type, ["x"], ["y"], domain=domain)], "unary",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 10
+    return model.SerializeToString()
+
+
+def committed_model(client, channel, model: bytes) -> Channel:
+    assert upload_direct(client, channel, model_archive(model))["status"] == "completed"
+    client.post(f"/v1/revisions/{channel.revision_id}/commit", {}, format="json")
+    return channel
+
+
+def test_infer_answers_nan_and_infinities_as_strings_and_reads_them_back(onnx_blob):
+    client, org, channel = onnx_blob
+    committed_model(client, channel, affine_model())
+    answer = channel.query("infer", inputs={"x": [[1e39, "NaN", "-Infinity"]]})  # 1e39 overflows a float32
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["outputs"]["y"] == {"dtype": "float32", "shape": [1, 3], "data": [["Infinity", "NaN", "-Infinity"]]}
+
+
+def test_infer_answers_the_minus_infinity_of_a_model(onnx_blob):
+    client, org, channel = onnx_blob
+    committed_model(client, channel, unary_model("Log"))
+    answer = channel.query("infer", inputs={"x": [0.0]})
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["outputs"]["y"]["data"] == ["-Infinity"]
+
+
+def test_infer_refuses_an_integer_no_tensor_holds(onnx_blob):
+    client, org, channel = onnx_blob
+    committed_model(client, channel, affine_model())
+    answer = channel.query("infer", inputs={"x": [[10**400, 1.0, 1.0]]})
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_input", answer.content
+
+
+def test_infer_refuses_a_model_onnxruntime_cannot_load(onnx_blob):
+    client, org, channel = onnx_blob
+    committed_model(client, channel, unary_model("Frobnicate", domain="com.example"))  # the checker lets it pass
+    answer = channel.query("infer", inputs={"x": [1.0]})
+    assert answer.status_code == 400 and answer.json()["error"] == "inference_failed", answer.content
+    assert "cannot load the model" in answer.json()["message"]
 
 
 @pytest.mark.parametrize(
@@ -239,3 +307,91 @@ def test_parts_land_in_place_in_any_order_and_a_part_sent_again_replaces_it(onnx
     assert operation["status"] == "completed", operation
     assert operation["result"]["archive_sha256"] == hashlib.sha256(data).hexdigest()
     assert channel.query("describe").json()["model"]["parameters"] == 3_000_006
+
+
+def get_part(client, url):
+    parts = urlsplit(url)
+    return client.get(f"{parts.path}?{parts.query}")
+
+
+def test_a_public_reader_downloads_in_parts_without_writing_rows(client_for, org, admin_user):
+    client = client_for(user=admin_user)
+    client.post(f"/v1/orgs/{org.alias}/blobs", {"alias": "pub-model", "type": "blobhub.model.onnx", "visibility": "public"}, format="json")
+    channel = Channel(client, client.get(f"/v1/blobs/{org.alias}/pub-model/revisions").json()["revisions"][0]["id"])
+    committed_model(client, channel, affine_model())
+    assert client.post(f"/v1/revisions/{channel.revision_id}/snapshot", {}, format="json").status_code in (200, 201)
+    token = client_for().get("/v1/auth/core/anonymous").json()["access_token"]
+    anonymous = Channel(client_for(token=token), channel.revision_id)
+    rows = Operation.objects.count()
+    for _ in range(5):
+        answer = anonymous.query("initiate_download", path="model.onnx")
+        assert answer.status_code == 200, answer.content
+    assert Operation.objects.count() == rows  # tokens are free to mint: reads must not grow the table
+    operation = answer.json()["operation"]
+    assert operation["result"]["sha256"] == hashlib.sha256(affine_model()).hexdigest()
+    [part] = operation["parts"]
+    assert b"".join(get_part(APIClient(), part["download"]["url"]).streaming_content) == affine_model()
+
+
+def test_download_part_urls_refuse_tampering_expiry_and_an_object_the_revision_no_longer_holds(onnx_blob, settings):
+    client, org, channel = onnx_blob
+    upload_direct(client, channel, model_archive())
+    url = channel.query("initiate_download", path="model.onnx").json()["operation"]["parts"][0]["download"]["url"]
+    assert get_part(client, url).status_code == 200
+    assert get_part(client, url.replace("offset=0", "offset=1")).status_code == 403
+    other = str(uuid.uuid4())
+    assert get_part(client, url.replace(channel.revision_id, other)).status_code == 403
+    settings.ONNX_TRANSFER_URL_TTL_SECONDS = -1
+    expired = channel.query("initiate_download", path="model.onnx").json()["operation"]["parts"][0]["download"]["url"]
+    assert get_part(client, expired).status_code == 403
+    upload_direct(client, channel, model_archive(affine_model(padding=10)))  # the draft's model.onnx changes
+    assert get_part(client, url).status_code == 403
+
+
+def test_a_revision_holds_at_most_four_open_uploads(onnx_blob):
+    client, org, channel = onnx_blob
+    opened = [channel.command("initiate_upload", path="model.tar.gz", size=100).json()["operation_id"] for _ in range(4)]
+    refused = channel.command("initiate_upload", path="model.tar.gz", size=100)
+    assert refused.status_code == 400 and refused.json()["error"] == "limit_exceeded"
+    assert refused.json()["limit"] == {"id": "onnx.open_uploads_per_revision", "value": 4, "held": 4}
+    channel.command("cancel_upload", operation_id=opened[0])
+    assert channel.command("initiate_upload", path="model.tar.gz", size=100).status_code == 200
+
+
+def test_abandoned_uploads_expire_and_parts_without_an_open_upload_are_removed(onnx_blob, settings, tmp_path):
+    from onnx_models import transfers
+    from onnx_models.tasks import expire_uploads
+
+    client, org, channel = onnx_blob
+    settings.DATA_DIR = tmp_path
+    data = model_archive()
+
+    def upload_a_part(channel) -> str:
+        answer = channel.command("initiate_upload", path="model.tar.gz", size=len(data)).json()
+        assert put_part(client, answer["operation"]["parts"][0]["upload"]["url"], data).status_code == 200
+        return answer["operation_id"]
+
+    abandoned, fresh = upload_a_part(channel), upload_a_part(channel)
+    long_ago = timezone.now() - timedelta(seconds=settings.ONNX_TRANSFER_URL_TTL_SECONDS, hours=2)
+    Operation.objects.filter(id=abandoned).update(created_at=long_ago)
+    client.post(f"/v1/orgs/{org.alias}/blobs", {"alias": "other-model", "type": "blobhub.model.onnx"}, format="json")
+    other = client.get(f"/v1/blobs/{org.alias}/other-model/revisions").json()["revisions"][0]["id"]
+    orphaned = upload_a_part(Channel(client, other))
+    deleted = client.delete(f"/v1/blobs/{org.alias}/other-model")
+    assert deleted.status_code in (200, 202, 204), deleted.json()
+    assert not Operation.objects.filter(id=orphaned).exists()  # its operations went with it
+    cancelled = upload_a_part(channel)
+    assert client.post(f"/v1/operations/{cancelled}/cancel").status_code == 200  # the generic cancel
+    unprocessed = tmp_path / "tmp" / "onnx-upload-old"  # an `upload` body whose processing never came
+    unprocessed.parent.mkdir(exist_ok=True)
+    unprocessed.write_bytes(b"a body")
+    os.utime(unprocessed, (long_ago.timestamp(), long_ago.timestamp()))
+
+    expire_uploads()
+    expired = client.get(f"/v1/operations/{abandoned}").json()["operation"]
+    assert expired["status"] == "cancelled" and expired["error"]["code"] == "upload_expired"
+    assert not any(transfers.parts_dir(gone).exists() for gone in (abandoned, orphaned, cancelled))
+    assert not unprocessed.exists()
+    assert client.get(f"/v1/operations/{fresh}").json()["operation"]["status"] == "pending"
+    assert transfers.parts_dir(fresh).exists()
+    assert channel.command("complete_upload", operation_id=abandoned, parts=[{"hash": "x"}]).status_code == 409

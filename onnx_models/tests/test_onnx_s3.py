@@ -6,6 +6,7 @@ import httpx
 
 import pytest
 
+from blobs.models import Operation
 from onnx_models import transfers
 from onnx_models.tests.models import affine_model, model_archive
 from workflows.tests.support import Channel
@@ -49,3 +50,24 @@ def test_upload_in_presigned_parts_describe_download_and_infer_on_s3(s3_store, c
     assert outputs["y"]["data"] == [[2.5, 4.5, 6.5]]
     assert transfers.s3() is not None
 
+
+
+def test_expiry_aborts_the_multipart_uploads_of_abandoned_and_deleted_uploads(s3_store, client_for, org, write_key, settings):
+    from onnx_models.tasks import expire_uploads
+
+    client = client_for(key=write_key)
+
+    def initiate(alias: str) -> str:
+        client.post(f"/v1/orgs/{org.alias}/blobs", {"alias": alias, "type": "blobhub.model.onnx"}, format="json")
+        channel = Channel(client, client.get(f"/v1/blobs/{org.alias}/{alias}/revisions").json()["revisions"][0]["id"])
+        return channel.command("initiate_upload", path="model.tar.gz", size=100).json()["operation_id"]
+
+    abandoned = initiate("s3-model")
+    initiate("other-model")
+    assert client.delete(f"/v1/blobs/{org.alias}/other-model").status_code in (200, 202, 204)  # its upload's row goes
+    assert len(s3_store.client.list_multipart_uploads(Bucket=s3_store.bucket)["Uploads"]) == 2
+    settings.ONNX_TRANSFER_URL_TTL_SECONDS = -7200  # both uploads are as old as expiry wants
+
+    expire_uploads()
+    assert Operation.objects.get(id=abandoned).status == Operation.Status.CANCELLED
+    assert not s3_store.client.list_multipart_uploads(Bucket=s3_store.bucket).get("Uploads")
