@@ -181,7 +181,8 @@ ENGINE = Engine(
     queries={
         "get_schedule": Handler(get_schedule),
         "list_schedules": Handler(list_schedules),
-        "list_executions": Handler(list_executions),
+        # Firing history is the owner's activity, not the blob's content: never for public readers.
+        "list_executions": Handler(list_executions, public=False),
     },
     commands={
         "create_schedule": Handler(create_schedule, writes_content=True, needs=Role.WRITE),

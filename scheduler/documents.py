@@ -77,6 +77,9 @@ def _utc(document: dict, key: str, problem) -> datetime | None:
     if parsed is None or parsed.tzinfo is None:
         problem(key, "A UTC time in ISO 8601, e.g. 2026-12-01T00:00:00Z.")
         return None
+    if not timing.in_range(parsed):
+        problem(key, f"A time in the years {timing.FIRST_YEAR} to {timing.LAST_YEAR}.")
+        return None
     return parsed
 
 

@@ -16,6 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from croniter import CroniterBadDateError, croniter
 
 MAX_LOOKAHEAD_YEARS = 5
+# The years a schedule's times may name: AWS cron's year range. Far from datetime's limits, so
+# that no zone offset or lookahead added to them overflows.
+FIRST_YEAR, LAST_YEAR = 1970, 2199
 
 
 class ScheduleError(ValueError):
@@ -90,9 +93,9 @@ def _years(field: str) -> frozenset[int] | None:
         if not match:
             raise ScheduleError(f"The year field {field!r} is not valid.")
         start = int(match.group(1))
-        end = int(match.group(2) or (start if match.group(3) is None else 2199))
+        end = int(match.group(2) or (start if match.group(3) is None else LAST_YEAR))
         step = int(match.group(3) or 1)
-        if not 1970 <= start <= end <= 2199 or step < 1:
+        if not FIRST_YEAR <= start <= end <= LAST_YEAR or step < 1:
             raise ScheduleError(f"The year field {field!r} is out of range.")
         years.update(range(start, end + 1, step))
     return frozenset(years)
@@ -125,9 +128,9 @@ def next_cron_fire(spec: CronSpec, tz: ZoneInfo, after: datetime) -> datetime | 
     the whole gap is; a repeated time lands on its first occurrence, which is before any
     `after` in its second one).
     """
-    local_after = after.astimezone(tz).replace(tzinfo=None)
-    limit = None if spec.years is not None else after + timedelta(days=366 * MAX_LOOKAHEAD_YEARS)
     try:
+        local_after = after.astimezone(tz).replace(tzinfo=None)
+        limit = None if spec.years is not None else after + timedelta(days=366 * MAX_LOOKAHEAD_YEARS)
         iterator = croniter(spec.expression, local_after, day_or=True)
         for _ in range(200_000):
             naive = iterator.get_next(datetime)
@@ -145,6 +148,8 @@ def next_cron_fire(spec: CronSpec, tz: ZoneInfo, after: datetime) -> datetime | 
                 return instant
     except CroniterBadDateError:  # a date that never comes (e.g. 30 February)
         return None
+    except OverflowError:  # only near datetime's limits, which schedules are kept far from (in_range)
+        raise ScheduleError(f"No firing can be computed after {after.isoformat()}.") from None
     return None
 
 
@@ -165,4 +170,10 @@ def one_time_fire(invocation_time: str, tz: ZoneInfo) -> datetime:
         raise ScheduleError("invocation_time is a naive ISO 8601 time, e.g. 2026-12-01T09:30:00.") from None
     if naive.tzinfo is not None:
         raise ScheduleError("invocation_time has no offset: it is read in the schedule's timezone.")
+    if not in_range(naive):
+        raise ScheduleError(f"invocation_time is in the years {FIRST_YEAR} to {LAST_YEAR}.")
     return place(naive, tz)
+
+
+def in_range(moment: datetime) -> bool:
+    return FIRST_YEAR <= moment.year <= LAST_YEAR

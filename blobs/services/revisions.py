@@ -114,15 +114,30 @@ def revision_commit_run(operation_id: str) -> None:
         logger.exception("commit validation of revision %s crashed", revision.id)
         problems = [Problem(path="", message="The content could not be validated (internal error).")]
     errors = [problem for problem in problems if problem.level == "error"]
-    with transaction.atomic():
-        if not operation_lock_running(operation):
-            return
-        if Operation.objects.filter(id=operation.id, cancel_requested=True).exists():
-            _cancel_commit(operation, revision)
-        elif errors:
-            _fail_commit(operation, revision, errors)
-        else:
-            _freeze(operation, revision)
+    try:
+        with transaction.atomic():
+            if not operation_lock_running(operation):
+                return
+            if Operation.objects.filter(id=operation.id, cancel_requested=True).exists():
+                _cancel_commit(operation, revision)
+            elif errors:
+                _fail_commit(operation, revision, _invalid(errors))
+            else:
+                _freeze(operation, revision)
+    except Exception:
+        # A database error, or the engine's hook refusing the new default: the draft is not
+        # left `committing` for good, it fails and can be written and committed again.
+        logger.exception("commit %s of revision %s crashed in its final stage", operation.id, revision.id)
+        with transaction.atomic():
+            if operation_lock_running(operation):
+                error = {"code": "internal_error", "message": "The commit could not be completed (internal error)."}
+                _fail_commit(operation, Revision.objects.get(id=revision.id), error)
+        raise
+
+
+def _invalid(errors: list[Problem]) -> dict:
+    message = f"The content is not valid: {errors[0].path or 'content'}: {errors[0].message}"
+    return {"code": "validation_failed", "message": message, "details": [p.render() for p in errors[:100]]}
 
 
 def _cancel_commit(operation: Operation, revision: Revision) -> None:
@@ -134,16 +149,14 @@ def _cancel_commit(operation: Operation, revision: Revision) -> None:
     revision_event(revision)
 
 
-def _fail_commit(operation: Operation, revision: Revision, errors: list[Problem]) -> None:
+def _fail_commit(operation: Operation, revision: Revision, error: dict) -> None:
     from blobs.services.operations import operation_finish
 
-    message = f"The content is not valid: {errors[0].path or 'content'}: {errors[0].message}"
-    error = {"code": "validation_failed", "message": message, "details": [p.render() for p in errors[:100]]}
     operation_finish(operation, Operation.Status.FAILED, error=error)
     Revision.objects.filter(id=revision.id).update(
-        status=Revision.Status.FAILED, failed_operation=operation, failure=message
+        status=Revision.Status.FAILED, failed_operation=operation, failure=error["message"]
     )
-    revision.status, revision.failed_operation, revision.failure = Revision.Status.FAILED, operation, message
+    revision.status, revision.failed_operation, revision.failure = Revision.Status.FAILED, operation, error["message"]
     revision_event(revision)
 
 
@@ -187,7 +200,15 @@ def revision_delete(*, principal: Principal, revision: Revision) -> None:
         raise Conflict("revision_not_deletable", "Committed and snapshot revisions are never deleted.")
     if revision.status == Revision.Status.COMMITTING:
         raise not_ready(revision)
-    audit(principal, "revision.delete", revision, org=revision.blob.org, changes={"number": revision.number})
+    blob = revision.blob
+    if blob.default_revision_id is None and not blob.revisions.exclude(id=revision.id).exists():
+        # A new draft starts from the default: without one, the blob could never hold a revision again.
+        raise Conflict(
+            "revision_not_deletable",
+            "The blob's only revision cannot be deleted: new drafts start from a committed default, "
+            "and the blob has none. Commit this draft, or delete the blob.",
+        )
+    audit(principal, "revision.delete", revision, org=blob.org, changes={"number": revision.number})
     revision.status = Revision.Status.DELETING
     revision_event(revision, "revision.deleted")
     revision.delete()

@@ -1,11 +1,14 @@
 """The revision lifecycle as a user drives it through the REST API."""
 
+from unittest import mock
+
 import pytest
 
 from blobs import registry
 from blobs.models import Blob, Event, ManifestEntry, Operation, Revision
 from blobs.registry import Engine, Handler, Problem
 from blobs.services import content
+from blobs.services.revisions import revision_commit_run
 from orgs.models import Role
 
 # Commits run their operation from transaction.on_commit, as in production.
@@ -133,6 +136,41 @@ def test_a_failed_commit_leaves_the_revision_failed_with_its_operation_and_reaso
     assert api.get(f"/v1/blobs/{org.alias}/my-workflow").json()["blob"]["default_revision_id"] is None
 
 
+def test_a_commit_that_crashes_after_validation_fails_and_its_draft_can_be_mended(api, org, files_engine):
+    def lost_connection(blob, revision):  # any fault of the final stage: the database, an engine's hook
+        raise RuntimeError("server closed the connection unexpectedly")
+
+    create_blob(api, org)
+    [first] = default_revision(api, org, "my-workflow")
+    files_engine.on_default_changed = lost_connection
+    with mock.patch("blobs.tasks.run_commit.delay") as queued:
+        operation_id = api.post(f"/v1/revisions/{first['id']}/commit", {}, format="json").json()["operation_id"]
+    with pytest.raises(RuntimeError):
+        revision_commit_run(*queued.call_args.args)  # the worker's task fails, and Celery logs it
+
+    operation = api.get(f"/v1/operations/{operation_id}").json()["operation"]
+    assert operation["status"] == "failed" and operation["error"]["code"] == "internal_error"
+    assert "connection" not in operation["error"]["message"]
+    revision = api.get(f"/v1/revisions/{first['id']}").json()["revision"]
+    assert (revision["phase"], revision["status"], revision["failed_operation"]) == ("draft", "failed", operation_id)
+    assert api.get(f"/v1/blobs/{org.alias}/my-workflow").json()["blob"]["default_revision_id"] is None
+
+    files_engine.on_default_changed = None
+    write = {"command": "put_file", "path": "a.txt", "text": "one"}
+    assert api.post(f"/v1/revisions/{first['id']}/data/command", write, format="json").status_code == 200
+    retried = api.post(f"/v1/revisions/{first['id']}/commit", {}, format="json").json()["operation_id"]
+    assert api.get(f"/v1/operations/{retried}").json()["operation"]["status"] == "completed"
+
+
+def test_the_only_draft_of_a_blob_without_a_default_is_not_deletable(api, org, files_engine):
+    create_blob(api, org)
+    [first] = default_revision(api, org, "my-workflow")
+    refused = api.delete(f"/v1/revisions/{first['id']}")
+    assert refused.status_code == 409 and refused.json()["error"] == "revision_not_deletable"
+    assert "only revision" in refused.json()["message"]
+    assert api.get(f"/v1/revisions/{first['id']}").json()["revision"]["status"] == "ready"
+
+
 def test_only_drafts_can_be_deleted_and_the_default_can_roll_back(api, org, files_engine):
     create_blob(api, org)
     [first] = default_revision(api, org, "my-workflow")
@@ -223,8 +261,6 @@ def test_cancelling_a_pending_commit_returns_the_draft_to_ready(api, org, settin
     [first] = default_revision(api, org, "my-workflow")
     app.conf.task_always_eager = False  # keep the operation pending: no worker runs here
     try:
-        from unittest import mock
-
         with mock.patch("blobs.tasks.run_commit.delay"):
             operation_id = api.post(f"/v1/revisions/{first['id']}/commit", {}, format="json").json()["operation_id"]
     finally:

@@ -1,11 +1,16 @@
 """Schedules as a user drives them: write, commit, fire on a controllable clock, history."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rest_framework.test import APIClient
 from zoneinfo import ZoneInfo
 
+from blobs.models import Revision
+from blobs.services import content
 from orgs.models import Membership
+from orgs.tests.factories import OrganizationFactory, make_api_key
 from scheduler import services
 from scheduler.models import ActiveSchedule, Firing
 from scheduler.tests.support import commit, create, target
@@ -143,10 +148,21 @@ def test_bad_schedules_are_refused_at_write(setup):
           "start_date": "2030-01-02T00:00:00Z", "end_date": "2030-01-01T00:00:00Z"}, "end_date"),
         ({"repeat": "recurring_cron", "cron_expression": "0 12 * * 1 2027", "timezone": "UTC"}, "cron_expression"),
     ]
-    for fields, path in cases:
+    # Times outside the years 1970-2199 (AWS cron's): near datetime's limits they would overflow.
+    far = [
+        ({"repeat": "one_time", "invocation_time": "0001-01-01T00:00:00", "timezone": "Asia/Tokyo"}, "invocation_time"),
+        ({"repeat": "one_time", "invocation_time": "9999-12-31T23:59:59", "timezone": "America/New_York"},
+         "invocation_time"),
+        ({"repeat": "recurring_cron", "cron_expression": "0 9 * * *", "timezone": "UTC",
+          "start_date": "9999-12-30T00:00:00Z"}, "start_date"),
+        ({"repeat": "recurring_cron", "cron_expression": "0 9 * * *", "timezone": "UTC",
+          "end_date": "1969-12-31T23:59:59Z"}, "end_date"),
+    ]
+    for fields, path in cases + far:
         answer = channel.command("create_schedule", invocation_target=target(org), **fields)
         assert answer.status_code == 400, fields
-        assert path in [item["path"] for item in answer.json()["details"]]
+        assert answer.json()["error"] == "invalid_request_body"
+        assert [item["path"] for item in answer.json()["details"]] == [path]
     unknown = channel.command("create_schedule", invocation_target={**target(org), "workflow": {"definition": "nope"}},
                               repeat="recurring_cron", cron_expression="0 * * * *", timezone="UTC")
     assert unknown.status_code == 400
@@ -190,3 +206,40 @@ def test_a_one_time_schedule_fires_once_and_completes(setup):
     assert Execution.objects.get(id=firing.result["execution_id"]).status == "completed"
     assert channel.query("get_schedule", schedule_id=once["id"]).json()["schedule"]["state"] == "completed"
     assert ActiveSchedule.objects.get().next_fire_at is None
+
+
+def test_commit_refuses_a_draft_schedule_whose_start_date_is_out_of_range(setup):
+    """A document written before the dates were bounded fails the commit; it does not hang it."""
+    client, org, channel = setup
+    schedule = create(channel, org, repeat="recurring_cron", cron_expression="0 9 * * *", timezone="UTC")
+    revision, path = Revision.objects.get(id=channel.revision_id), services.schedule_path(schedule["id"])
+    document = json.loads(content.file_read(revision, path))
+    content.file_put_json(revision, path, {**document, "start_date": "9999-12-30T00:00:00Z"})
+    operation_id = client.post(f"/v1/revisions/{channel.revision_id}/commit", {}, format="json").json()["operation_id"]
+    operation = client.get(f"/v1/operations/{operation_id}").json()["operation"]
+    assert (operation["status"], operation["error"]["code"]) == ("failed", "validation_failed")
+    assert [item["path"] for item in operation["error"]["details"]] == [f"schedules.{schedule['id']}.start_date"]
+    assert client.get(f"/v1/revisions/{channel.revision_id}").json()["revision"]["status"] == "failed"
+
+
+def test_public_readers_read_schedules_but_not_the_owners_firing_history(setup, client_for):
+    client, org, _ = setup
+    made = client.post(f"/v1/orgs/{org.alias}/blobs",
+                       {"alias": "public-schedules", "type": "blobhub.compute.scheduler", "visibility": "public"},
+                       format="json")
+    assert made.status_code == 201, made.json()
+    revision_id = client.get(f"/v1/blobs/{org.alias}/public-schedules/revisions").json()["revisions"][0]["id"]
+    owner = Channel(client, revision_id)
+    schedule = create(owner, org, repeat="recurring_cron", cron_expression="*/5 * * * *", timezone="UTC")
+    commit(client, owner)
+    assert client.post(f"/v1/revisions/{revision_id}/snapshot", {}, format="json").status_code == 200
+    services.tick(now=ActiveSchedule.objects.get().next_fire_at)
+    assert len(owner.query("list_executions", schedule_id=schedule["id"]).json()["executions"]) == 1
+
+    anonymous = client_for(token=APIClient().get("/v1/auth/core/anonymous").json()["access_token"])
+    for reader in (anonymous, client_for(key=make_api_key(OrganizationFactory(), "write")[1])):
+        published = Channel(reader, revision_id)
+        assert published.query("get_schedule", schedule_id=schedule["id"]).status_code == 200
+        history = published.query("list_executions", schedule_id=schedule["id"])
+        assert history.status_code == 403 and history.json()["error"] == "access_denied"
+        assert str(Firing.objects.get().id) not in history.content.decode()

@@ -257,6 +257,16 @@ def test_one_time_invocation_time_is_naive_iso():
             timing.one_time_fire(bad, tz)
 
 
+def test_times_out_of_the_years_1970_to_2199_are_refused_not_overflowed():
+    for text, zone in (("0001-01-01T00:00:00", "Asia/Tokyo"), ("9999-12-31T23:59:59", "America/New_York"),
+                       ("1969-12-31T23:59:59", "UTC"), ("2200-01-01T00:00:00", "UTC")):
+        with pytest.raises(timing.ScheduleError):
+            timing.one_time_fire(text, timing.zone(zone))
+    assert timing.one_time_fire("2199-12-31T23:59:59", timing.zone("UTC")) == utc("2199-12-31T23:59:59")
+    with pytest.raises(timing.ScheduleError):
+        timing.next_cron_fire(timing.parse_cron("0 9 * * *"), timing.zone("Asia/Tokyo"), utc("9999-12-30T00:00"))
+
+
 # --- The AWS six-field form -------------------------------------------------------------------------
 
 
