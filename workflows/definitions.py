@@ -98,7 +98,7 @@ def _build(document: Any, problems: list[Problem]) -> Graph | None:
             problem(f"{path}.id", f"The id {cid!r} is used twice.")
             continue
         alias = component.get("alias")
-        if alias is not None:
+        if isinstance(alias, str):  # any other alias was reported by _check_component
             if alias in aliases:
                 problem(f"{path}.alias", f"The alias {alias!r} is used twice.")
             aliases.add(alias)
@@ -118,16 +118,18 @@ def _build(document: Any, problems: list[Problem]) -> Graph | None:
         problem("components", f"A definition has exactly one flow.start (found {len(starts)}).")
 
     connection_ids: set[str] = set()
+    accepted: list[tuple[int, dict]] = []  # (index, connection) of those in the graph
     for i, connection in enumerate(connections):
         path = f"connections[{i}]"
         if _check_connection(connection, path, graph, connection_ids, problem):
             graph.outgoing[connection["source_id"]].append(connection)
             graph.incoming[connection["target_id"]].append(connection)
+            accepted.append((i, connection))
 
     for cid in graph.entries():
         if graph.incoming.get(cid):
             problem(f"components[{index_of[cid]}]", "An entry component (flow.start, flow.input) takes no incoming connection.")
-    _check_cycles(graph, connections, problem)
+    _check_cycles(graph, accepted, problem)
     _check_reachable(graph, index_of, problem)
     return graph
 
@@ -246,8 +248,9 @@ def _check_connection(connection: Any, path: str, graph: Graph, ids: set[str], p
         problem(f"{path}.route", "Must be success, failure or next.")
         ok = False
     for end in ("source_id", "target_id"):
-        if connection.get(end) not in graph.components:
-            problem(f"{path}.{end}", f"No component has the id {connection.get(end)!r}.")
+        end_id = connection.get(end)
+        if not isinstance(end_id, str) or end_id not in graph.components:
+            problem(f"{path}.{end}", f"No component has the id {end_id!r}.")
             ok = False
     if not ok:
         return False
@@ -284,7 +287,7 @@ def _check_connection(connection: Any, path: str, graph: Graph, ids: set[str], p
     return ok
 
 
-def _check_cycles(graph: Graph, connections: list, problem) -> None:
+def _check_cycles(graph: Graph, accepted: list[tuple[int, dict]], problem) -> None:
     indegree = {cid: 0 for cid in graph.components}
     for cid, edges in graph.incoming.items():
         indegree[cid] = len(edges)
@@ -298,9 +301,7 @@ def _check_cycles(graph: Graph, connections: list, problem) -> None:
     # What Kahn leaves over also holds components downstream of a cycle: blame a
     # connection whose target leads back to its source, which is truly on the cycle.
     left = {cid for cid, degree in indegree.items() if degree > 0}
-    for i, connection in enumerate(connections):
-        if not isinstance(connection, dict) or connection not in graph.outgoing.get(connection.get("source_id"), []):
-            continue
+    for i, connection in accepted:
         if connection["source_id"] in left and _leads_to(graph, connection["target_id"], connection["source_id"]):
             problem(f"connections[{i}]", "This connection is part of a cycle.")
             return

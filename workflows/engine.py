@@ -463,8 +463,15 @@ def _typed_outputs(cls, outputs: dict):
         if not values.conforms(value_type, plain):
             return None, {"code": "invalid_output", "message": f"The output {route!r} is not a {value_type}."}
         typed[route] = values.wrap(value_type, plain)
+    try:
+        size = len(store.canonical_json(typed))
+    except (TypeError, ValueError):
+        # NaN, an infinity (onnx.infer, a JMESPath sum) or an object JSON has no form for: a
+        # failure of the step like any other, never an exception that leaves it running.
+        message = "The outputs are not JSON: a number is NaN or infinite, or a value has no JSON form."
+        return None, {"code": "invalid_output", "message": message}
     limit = settings.WORKFLOW_MAX_VALUE_BYTES
-    if len(store.canonical_json(typed)) > limit:
+    if size > limit:
         return None, {"code": "output_too_large", "message": f"The outputs exceed {limit} bytes; store large values as blobs."}
     return typed, None
 

@@ -44,7 +44,8 @@ def conforms(value_type: str, plain: Any) -> bool:
 
 def unwrap(typed: Any) -> tuple[str, Any]:
     """`{"type": "text", "text": "hi"}` → `("text", "hi")`; raises ValueError_ when malformed."""
-    if not isinstance(typed, dict) or typed.get("type") not in PAYLOAD_KEY:
+    # A `type` that is a list or an object cannot be looked up: it is checked to be a string first.
+    if not isinstance(typed, dict) or not isinstance(typed.get("type"), str) or typed["type"] not in PAYLOAD_KEY:
         raise ValueError_("A value is an object with a known `type`.")
     value_type = typed["type"]
     key = PAYLOAD_KEY[value_type]

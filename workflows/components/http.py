@@ -26,6 +26,7 @@ import base64
 import functools
 import ipaddress
 import json
+import math
 import re
 import socket
 import ssl
@@ -329,11 +330,24 @@ def _response_body(data: bytes, content_type: str) -> tuple[Any, bool]:
     if text is None:
         return base64.b64encode(data).decode("ascii"), True
     if is_json and text.strip():
+        # NaN, Infinity and floats out of range (1e400) are not JSON, and no port value can hold
+        # them: such a body stays text, as any other that does not parse.
         try:
-            return json.loads(text), False
+            return json.loads(text, parse_constant=_not_json, parse_float=_finite), False
         except ValueError:
             pass
     return text, False
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"{literal} is out of range")
+    return number
 
 
 def _decode(data: bytes, charset: str | None) -> str | None:

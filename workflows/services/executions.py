@@ -13,7 +13,7 @@ from blobhub.api.errors import AccessDenied, ApplicationError, InvalidRequest
 from blobhub.api.serializers import is_uuid
 from blobs import limits, policy, selectors
 from blobs.models import BlobType, ManifestEntry, Revision
-from blobs.store import read_bytes
+from blobs.store import canonical_json, read_bytes
 from orgs.models import ApiKey, Role
 from orgs.principal import Principal
 from workflows import engine, values
@@ -71,20 +71,37 @@ def _inputs(graph, input_data: Any) -> dict[str, dict]:
         if not isinstance(item, dict) or set(item) != {"alias", "value"}:
             raise InvalidRequest("Each input is {alias, value}.", [{"path": path, "message": "Bad input."}])
         alias = item["alias"]
-        if alias not in declared:
+        if not isinstance(alias, str) or alias not in declared:
             raise InvalidRequest(f"The definition has no flow.input {alias!r}.", [{"path": f"{path}.alias", "message": "Unknown input."}])
         if alias in inputs:
             raise InvalidRequest(f"The input {alias!r} is given twice.", [{"path": f"{path}.alias", "message": "Duplicate."}])
-        try:
-            values.unwrap(item["value"])
-        except values.ValueError_ as exc:
-            raise InvalidRequest(str(exc), [{"path": f"{path}.value", "message": str(exc)}]) from None
-        inputs[alias] = item["value"]
+        inputs[alias] = _input_value(item["value"], f"{path}.value")
     for alias, cid in declared.items():
         config = graph.config[cid]
         if config.get("required") and alias not in inputs and "value" not in config:
             raise InvalidRequest(f"The input {alias!r} is required.", [{"path": "input_data", "message": f"Missing {alias}."}])
     return inputs
+
+
+def _input_value(typed: Any, path: str) -> dict:
+    """A well-formed typed value within WORKFLOW_MAX_VALUE_BYTES, as any step output is."""
+    try:
+        values.unwrap(typed)
+        size = len(canonical_json(typed))
+    except values.ValueError_ as exc:
+        raise InvalidRequest(str(exc), [{"path": path, "message": str(exc)}]) from None
+    except ValueError:  # 1e400 reads as an infinity, which JSON cannot hold
+        message = "A number is past the range of a 64-bit float."
+        raise InvalidRequest(message, [{"path": path, "message": message}]) from None
+    limit = settings.WORKFLOW_MAX_VALUE_BYTES
+    if size > limit:
+        raise ApplicationError(
+            "payload_too_large",
+            f"An input value is at most {limit} bytes; store large values as blobs.",
+            status=413,
+            details=[{"path": path, "message": f"Larger than {limit} bytes."}],
+        )
+    return typed
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,11 @@ CASES = [
         lambda doc: doc["components"][1].update(alias="Order Now!"),
         ["components[1].alias"],
     ),
+    (
+        "a component alias that is a list",
+        lambda doc: doc["components"][1].update(alias=["order"]),
+        ["components[1].alias"],
+    ),
     ("an unknown port route", _add_port({"category": "input", "route": "bogus"}), ["components[2].ports[1].route"]),
     ("an unknown port category", _add_port({"category": "weird", "route": "input"}), ["components[2].ports[1]"]),
     ("an unknown port field", _set_port(0, "colour", "red"), ["components[2].ports[0].colour"]),
@@ -157,6 +162,16 @@ CASES = [
     (
         "a typed value of an unknown type",
         _set_port(0, "value", {"type": "date", "date": "today"}),
+        ["components[2].ports[0].value"],
+    ),
+    (
+        "a typed value whose type is a list",
+        _set_port(0, "value", {"type": ["text"], "text": "@"}),
+        ["components[2].ports[0].value"],
+    ),
+    (
+        "a typed value whose type is an object",
+        _set_port(0, "value", {"type": {}, "text": "@"}),
         ["components[2].ports[0].value"],
     ),
     ("a required config port missing", lambda doc: doc["components"][2].update(ports=[]), ["components[2].ports"]),
@@ -188,6 +203,16 @@ CASES = [
         "a connection to a missing component",
         _add_connection(connect("c3", "shape", "ghost")),
         ["connections[3].target_id"],
+    ),
+    (
+        "a connection source that is a list",
+        lambda doc: doc["connections"][0].update(source_id=["start"]),
+        ["connections[0].source_id"],
+    ),
+    (
+        "a connection target that is a list",
+        lambda doc: doc["connections"][0].update(target_id=["shape"]),
+        ["connections[0].target_id"],
     ),
     (
         "an unknown source port",

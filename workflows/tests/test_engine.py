@@ -81,6 +81,19 @@ class Sleepy(Component):
         return {"output": "too late"}
 
 
+@register
+class Infinite(Component):
+    """Computes an infinity (as onnx.infer can), counting its runs."""
+
+    type = "test.infinite"
+    outputs: ClassVar[dict] = {"output": Port("json")}
+    runs: ClassVar[list] = []
+
+    def run(self, ctx, config, inputs):
+        self.runs.append(str(ctx.execution.id))
+        return {"output": {"score": float("-inf")}}
+
+
 @pytest.fixture
 def channel(client_for, org, write_key):
     return workflow_blob(client_for(key=write_key), org)
@@ -376,12 +389,47 @@ def _transform_flow():
 
 def test_an_output_larger_than_the_value_limit_is_refused(channel, settings):
     settings.WORKFLOW_MAX_VALUE_BYTES = 200
-    execution = run(channel, _transform_flow(), [{"alias": "data", "value": text("x" * 500)}])
+    triple = _transform_flow()
+    triple["components"][2]["ports"][0]["value"] = text("[@, @, @]")
+    execution = run(channel, triple, [{"alias": "data", "value": text("x" * 150)}])  # an input within the limit
     assert execution["status"] == "failed"
     assert execution["error"]["code"] == "output_too_large" and execution["error"]["processor_id"] == "shape"
     assert steps_of(execution)["shape"].outputs is None
-    small = start_execution(channel, "flow", [{"alias": "data", "value": text("x" * 50)}])
+    small = start_execution(channel, "flow", [{"alias": "data", "value": text("x" * 30)}])
     assert small["status"] == "completed"
+
+
+def test_a_step_whose_output_is_not_json_fails_with_invalid_output_and_runs_once(channel):
+    execution = run(channel, single("test.infinite"))
+    assert execution["status"] == "failed"
+    assert execution["error"]["code"] == "invalid_output" and execution["error"]["processor_id"] == "step"
+    step = steps_of(execution)["step"]
+    assert (step.status, step.outputs) == ("failed", None)
+    assert engine.recover(now=timezone.now() + timedelta(minutes=1)) == 0  # nothing left running to hand out
+    assert Infinite.runs.count(execution["id"]) == 1
+
+
+def test_a_pure_step_whose_output_is_not_json_takes_its_failure_route(channel):
+    doc = document(
+        [
+            component("start", "flow.start"),
+            component("in", "flow.input", alias="data"),
+            component("shape", "logic.transform", config={"expression": text("sum(@)")}),
+            constant("fallback", "overflowed"),
+            component("end", "flow.end"),
+        ],
+        [
+            connect("c0", "start", "shape"),
+            piped("c1", "in", "shape", "value", "input"),
+            piped("c2", "shape", "end", "output", "result"),
+            connect("c3", "shape", "fallback", route="failure"),
+            piped("c4", "fallback", "end", "output", "result"),
+        ],
+    )
+    execution = run(channel, doc, [{"alias": "data", "value": json_value([1.7e308, 1.7e308])}])  # sums to inf
+    assert execution["status"] == "completed" and execution["output"] == {"result": text("overflowed")}
+    shape = steps_of(execution)["shape"]
+    assert (shape.status, shape.error["code"]) == ("failed", "invalid_output")
 
 
 # --- create_execution -------------------------------------------------------------------------------

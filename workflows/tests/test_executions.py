@@ -163,3 +163,45 @@ def test_a_session_at_its_execution_limit_refuses_one_more_and_changes_nothing(c
     # The request's transaction was rolled back cleanly: the next ones work.
     assert channel.command("create_session", alias="second-session").status_code == 200
     assert run(channel, "approve", order, session="second-session")["status"] == "completed"
+
+
+def _create(channel, input_data):
+    if channel.query("get_session", session_id="main-session").status_code != 200:
+        channel.command("create_session", alias="main-session")
+    return channel.command(
+        "create_execution", target={"session": "main-session"}, workflow={"definition": "approve"}, input_data=input_data
+    )
+
+
+@pytest.mark.parametrize(
+    ("item", "path"),
+    [
+        ({"alias": ["order"], "value": {"type": "json", "json": {}}}, "input_data[0].alias"),
+        ({"alias": "order", "value": {"type": ["json"], "json": {}}}, "input_data[0].value"),
+        ({"alias": "order", "value": {"type": {"json": 1}, "json": {}}}, "input_data[0].value"),
+    ],
+    ids=["an alias that is a list", "a type that is a list", "a type that is an object"],
+)
+def test_an_input_with_a_list_or_object_where_a_name_belongs_is_a_400_with_its_path(channel, item, path):
+    from workflows.models import Execution
+
+    upload(channel, "approve", approval_flow())
+    refused = _create(channel, [item])
+    assert refused.status_code == 400, refused.content
+    assert [detail["path"] for detail in refused.json()["details"]] == [path]
+    assert not Execution.objects.exists()
+
+
+def test_an_input_value_over_the_value_limit_is_a_413_and_stores_nothing(channel, settings):
+    from workflows.models import Execution
+
+    settings.WORKFLOW_MAX_VALUE_BYTES = 200
+    upload(channel, "approve", approval_flow())
+    big = {"type": "json", "json": {"items": [{"price": 1, "note": "x" * 300}]}}
+    refused = _create(channel, [{"alias": "order", "value": big}])
+    assert refused.status_code == 413, refused.content
+    assert refused.json()["error"] == "payload_too_large"
+    assert [detail["path"] for detail in refused.json()["details"]] == ["input_data[0].value"]
+    assert not Execution.objects.exists() and not StepRun.objects.exists()
+    small = {"type": "json", "json": {"items": [{"price": 1, "note": "x" * 30}]}}
+    assert run(channel, "approve", [{"alias": "order", "value": small}])["status"] == "completed"

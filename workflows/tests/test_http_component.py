@@ -14,7 +14,7 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -60,6 +60,8 @@ class Handler(BaseHTTPRequestHandler):
             )
         elif path == "/text":
             self.send(200, "héllo".encode("utf-8"), "text/plain; charset=utf-8")
+        elif path == "/json":
+            self.send(200, query["body"].encode(), "application/json")
         elif path == "/binary":
             self.send(200, bytes(range(256)), "application/octet-stream")
         elif path.startswith("/status/"):
@@ -381,6 +383,17 @@ def test_response_bodies_text_binary_and_head(allow_local, server):
     assert binary["body_base64"] is True and base64.b64decode(binary["body"]) == bytes(range(256))
     head = call(f"http://127.0.0.1:{server.port}/echo", method="HEAD")
     assert head["status"] == 200 and head["body"] == ""
+
+
+@pytest.mark.parametrize("body", ['{"a": NaN}', "[Infinity]", '{"a": -Infinity}', "[1e400]", "{not json"])
+def test_a_json_body_with_nan_infinity_or_no_json_form_is_returned_as_text(allow_local, server, body):
+    response = call(f"http://127.0.0.1:{server.port}/json?body={quote(body)}")
+    assert (response["body"], response["body_base64"]) == (body, False)
+
+
+def test_a_json_body_with_finite_numbers_is_parsed(allow_local, server):
+    response = call(f"http://127.0.0.1:{server.port}/json?body={quote('[1.5, -2e10, 7]')}")
+    assert response["body"] == [1.5, -2e10, 7]
 
 
 @pytest.mark.parametrize("status", [400, 404, 500, 503])
