@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from blobhub.api.errors import ApplicationError, Conflict
+from blobhub.api.errors import AccessDenied, ApplicationError, Conflict
 from blobhub.api.serializers import is_uuid
 from blobs import store
 from blobs.models import ManifestEntry, Operation, Revision
@@ -36,7 +36,7 @@ def workdir() -> Path:
 def upload_operation(operation_id, revision: Revision) -> Operation:
     operation = Operation.objects.filter(id=operation_id, revision=revision, type="upload").first()
     if operation is None:
-        raise ApplicationError("operation_not_found", "This revision has no such upload.", status=404)
+        raise AccessDenied("This revision has no such upload.")
     return operation
 
 

@@ -3,7 +3,7 @@
 import json
 import uuid
 
-from blobhub.api.errors import ApplicationError, InvalidRequest
+from blobhub.api.errors import AccessDenied, ApplicationError, InvalidRequest
 from blobhub.api.serializers import StrictBooleanField, StrictSerializer, StrictUUIDField, parse
 from blobs import limits, store
 from blobs.channel import DataContext
@@ -37,7 +37,7 @@ class HistoryIn(StrictSerializer):
 def _document(revision: Revision, schedule_id) -> dict:
     data = content.file_read(revision, schedule_path(schedule_id))
     if data is None:
-        raise ApplicationError("schedule_not_found", "The revision has no such schedule.", status=404)
+        raise AccessDenied("The revision has no such schedule.")
     return json.loads(data)
 
 
@@ -105,7 +105,7 @@ def update_schedule(ctx: DataContext, args: dict) -> dict:
 def delete_schedule(ctx: DataContext, args: dict) -> dict:
     schedule_id = parse(ScheduleIdIn, args)["schedule_id"]
     if not content.file_delete(ctx.revision, schedule_path(schedule_id)):
-        raise ApplicationError("schedule_not_found", "The revision has no such schedule.", status=404)
+        raise AccessDenied("The revision has no such schedule.")
     return {}
 
 

@@ -5,7 +5,7 @@ import json
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from blobhub.api.errors import ApplicationError
+from blobhub.api.errors import AccessDenied, ApplicationError
 from blobhub.api.pagination import paginate
 from blobhub.api.serializers import (
     AliasField,
@@ -300,7 +300,7 @@ def _object(ctx: DataContext, args: dict, kind: str) -> SessionObject:
     session = sessions.session_get(ctx.revision, data["session_id"])
     item = SessionObject.objects.select_related("object").filter(session=session, alias=data["alias"], kind=kind).first()
     if item is None:
-        raise ApplicationError("object_not_found", f"The session has no {kind} {data['alias']!r}.", status=404)
+        raise AccessDenied(f"The session has no {kind} {data['alias']!r}.")
     return item
 
 

@@ -274,6 +274,12 @@ def test_cancel_upload_aborts_and_cleans_up(onnx_blob, settings):
     assert not transfers.parts_dir(answer["operation_id"]).exists()
     refused = channel.command("complete_upload", operation_id=answer["operation_id"], parts=[{"hash": "x"}])
     assert refused.status_code == 409
+    absent = "7d4f6a9e-0000-4000-8000-000000000000"  # absent is a 403, as for any resource
+    for refused in (
+        channel.command("complete_upload", operation_id=absent, parts=[{"hash": "x"}]),
+        channel.command("cancel_upload", operation_id=absent),
+    ):
+        assert refused.status_code == 403 and refused.json()["error"] == "access_denied"
 
 
 def test_parts_land_in_place_in_any_order_and_a_part_sent_again_replaces_it(onnx_blob, settings):

@@ -243,3 +243,10 @@ def test_public_readers_read_schedules_but_not_the_owners_firing_history(setup, 
         history = published.query("list_executions", schedule_id=schedule["id"])
         assert history.status_code == 403 and history.json()["error"] == "access_denied"
         assert str(Firing.objects.get().id) not in history.content.decode()
+
+
+def test_an_absent_schedule_is_a_403_as_any_absent_resource(setup):
+    client, org, channel = setup
+    absent = "7d4f6a9e-0000-4000-8000-000000000000"
+    for answer in (channel.query("get_schedule", schedule_id=absent), channel.command("delete_schedule", schedule_id=absent)):
+        assert answer.status_code == 403 and answer.json()["error"] == "access_denied"

@@ -92,5 +92,5 @@ def session_object_put(
 def session_object_delete(*, session: Session, alias: str) -> None:
     deleted, _ = SessionObject.objects.filter(session=session, alias=alias).delete()
     if not deleted:
-        raise ApplicationError("object_not_found", f"The session has no object {alias!r}.", status=404)
+        raise AccessDenied(f"The session has no object {alias!r}.")
     session_event(session, "session_object_deleted", data={"alias": alias})

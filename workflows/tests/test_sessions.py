@@ -123,14 +123,14 @@ def test_a_session_object_uploads_and_downloads(channel):
 
 def test_a_missing_session_object_is_a_404(channel):
     ensure_session(channel)
-    error(channel.query("download_session_object", session_id="main-session", alias="nothing"), 404, "object_not_found")
+    error(channel.query("download_session_object", session_id="main-session", alias="nothing"), 403, "access_denied")
 
 
 def test_session_objects_are_per_session(channel):
     ensure_session(channel, "session-one")
     ensure_session(channel, "session-two")
     ok(channel.command("upload_session_object", session_id="session-one", alias="mine", value=1))
-    error(channel.query("download_session_object", session_id="session-two", alias="mine"), 404, "object_not_found")
+    error(channel.query("download_session_object", session_id="session-two", alias="mine"), 403, "access_denied")
     assert ok(channel.query("list_session_objects", session_id="session-two"))["objects"] == []
 
 
@@ -194,8 +194,8 @@ def test_delete_session_object_deletes_it_and_a_missing_one_is_a_404(channel):
     ensure_session(channel)
     ok(channel.command("upload_session_object", session_id="main-session", alias="old", value=1))
     assert ok(channel.command("delete_session_object", session_id="main-session", alias="old")) == {"status": "success"}
-    error(channel.query("download_session_object", session_id="main-session", alias="old"), 404, "object_not_found")
-    error(channel.command("delete_session_object", session_id="main-session", alias="old"), 404, "object_not_found")
+    error(channel.query("download_session_object", session_id="main-session", alias="old"), 403, "access_denied")
+    error(channel.command("delete_session_object", session_id="main-session", alias="old"), 403, "access_denied")
 
 
 # --- Session files ---------------------------------------------------------------------------------------
@@ -255,14 +255,14 @@ def test_files_and_values_are_read_by_their_own_queries(channel):
     ok(upload_file(channel, b"bytes", alias="file.bin"))
     ok(channel.command("upload_session_object", session_id="main-session", alias="value.json", value=1))
     error(
-        channel.query("download_session_object", session_id="main-session", alias="file.bin"), 404, "object_not_found"
+        channel.query("download_session_object", session_id="main-session", alias="file.bin"), 403, "access_denied"
     )
-    error(download_file(channel, alias="value.json"), 404, "object_not_found")
+    error(download_file(channel, alias="value.json"), 403, "access_denied")
 
 
 def test_a_missing_session_file_is_a_404_and_an_absent_session_a_403(channel):
     ensure_session(channel)
-    error(download_file(channel, alias="nothing.bin"), 404, "object_not_found")
+    error(download_file(channel, alias="nothing.bin"), 403, "access_denied")
     error(upload_file(channel, b"x", session="no-such-session"), 403, "access_denied")
     assert not SessionObject.objects.exists()
 
