@@ -155,6 +155,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "blobs.tasks.collect_garbage",
         "schedule": 3600.0,
     },
+    "expire-onnx-uploads": {
+        "task": "onnx_models.tasks.expire_uploads",
+        "schedule": 900.0,
+    },
 }
 
 # --- Object storage ----------------------------------------------------------------
@@ -207,6 +211,9 @@ REQUEST_BODY_LIMITS_BY_PREFIX = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 THROTTLE_RATE = env("THROTTLE_RATE", "1200/min")
 LOGIN_THROTTLE_RATE = env("LOGIN_THROTTLE_RATE", "20/min")
+# Reverse proxies in front of the app that append to X-Forwarded-For. With 0 the throttles count
+# REMOTE_ADDR only: a header the client can write itself must not choose its throttle bucket.
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 ACCESS_TOKEN_TTL_SECONDS = env_int("ACCESS_TOKEN_TTL_SECONDS", 3600)
 REFRESH_TOKEN_TTL_SECONDS = env_int("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600)
 IDEMPOTENCY_TTL_HOURS = 24
@@ -219,6 +226,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["orgs.authentication.IsAuthenticatedPrincipal"],
     "DEFAULT_THROTTLE_CLASSES": ["blobhub.api.throttling.PrincipalRateThrottle"],
+    "NUM_PROXIES": TRUSTED_PROXIES,
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "blobhub.api.errors.exception_handler",

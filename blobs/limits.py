@@ -10,6 +10,13 @@ CORE_LIMITS = {
     "core.files_per_revision": 10_000,
     "core.metadata_per_blob": 256,
     "core.metadata_per_revision": 256,
+    # Counted when one is added: orgs the user administers, members, live (unrevoked) keys.
+    "core.organizations_per_user": 100,
+    "core.members_per_organization": 1_000,
+    "core.members_per_blob": 1_000,
+    "core.api_keys_per_organization": 100,
+    "core.api_keys_per_blob": 100,
+    "core.credentials_per_organization": 500,
 }
 
 

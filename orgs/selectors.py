@@ -3,7 +3,7 @@
 from django.db.models import QuerySet
 
 from blobhub.api.errors import AccessDenied
-from blobhub.api.serializers import is_uuid, ref_lookup
+from blobhub.api.serializers import is_alias, is_uuid, ref_lookup
 from orgs import policy
 from orgs.models import ApiKey, Credential, Membership, Organization, Role
 from orgs.principal import Principal
@@ -52,7 +52,7 @@ def credential_list(org: Organization) -> QuerySet[Credential]:
 
 
 def credential_get(org: Organization, alias: str) -> Credential:
-    credential = credential_list(org).filter(alias=alias).first()
+    credential = credential_list(org).filter(alias=alias).first() if is_alias(alias) else None
     if credential is None:
         raise AccessDenied()
     return credential

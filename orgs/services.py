@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from blobhub.api.errors import AccessDenied, ApplicationError, Conflict, InvalidRequest
 from blobhub.concurrency import versioned_update
+from blobs import limits
 from orgs import crypto
 from orgs.audit import audit
 from orgs.authentication import new_api_key_secret
@@ -26,6 +27,8 @@ def alias_in_use(kind: str, alias: str) -> ApplicationError:
 def organization_create(*, principal: Principal, alias: str, name: str) -> Organization:
     if not principal.is_user:
         raise AccessDenied("Only a signed-in user can create an organization.")
+    administered = Membership.objects.filter(user=principal.user, role=Role.ADMIN).count()
+    limits.check("core.organizations_per_user", administered)
     if Organization.objects.filter(alias=alias).exists():
         raise alias_in_use("organization", alias)
     try:
@@ -65,9 +68,15 @@ def active_user(user_id: str) -> User:
 @transaction.atomic
 def member_add(*, principal: Principal, org: Organization, user_id: str, role: str) -> Membership:
     user = active_user(user_id)
+    exists = Conflict("member_exists", "The user is already a member; change the role with PATCH.")
     if Membership.objects.filter(org=org, user=user).exists():
-        raise Conflict("member_exists", "The user is already a member; change the role with PATCH.")
-    member = Membership.objects.create(org=org, user=user, role=role)
+        raise exists
+    limits.check("core.members_per_organization", Membership.objects.filter(org=org).count())
+    try:
+        with transaction.atomic():  # a concurrent add of the same user wins the unique constraint
+            member = Membership.objects.create(org=org, user=user, role=role)
+    except IntegrityError:
+        raise exists from None
     audit(principal, "member.add", member, org=org, changes={"user_id": str(user.id), "role": role})
     return member
 
@@ -115,6 +124,8 @@ def api_key_create(
         raise AccessDenied()
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidRequest("expires_at must be in the future.", [{"path": "expires_at", "message": "In the past."}])
+    live_keys = ApiKey.objects.filter(org=org, blob=blob, revoked_at__isnull=True).count()
+    limits.check("core.api_keys_per_blob" if blob is not None else "core.api_keys_per_organization", live_keys)
     key, lookup, hashed = new_api_key_secret()
     api_key = ApiKey.objects.create(
         org=org,
@@ -141,6 +152,7 @@ def api_key_revoke(*, principal: Principal, org: Organization, api_key: ApiKey) 
 def credential_create(
     *, principal: Principal, org: Organization, alias: str, provider: str, value: str, description: str = ""
 ) -> Credential:
+    limits.check("core.credentials_per_organization", Credential.objects.filter(org=org).count())
     if Credential.objects.filter(org=org, alias=alias).exists():
         raise alias_in_use("credential", alias)
     try:

@@ -23,15 +23,8 @@ class Replay(Exception):
 
 
 def requested_key(request) -> str | None:
-    key = request.META.get(HEADER)
-    if key is None or request.method != "POST":
-        return None
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise InvalidRequest(
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
-            [{"path": "Idempotency-Key", "message": "Bad length."}],
-        )
-    return key
+    """The `Idempotency-Key` of a POST, not yet checked: `begin` checks it."""
+    return request.META.get(HEADER) if request.method == "POST" else None
 
 
 def fingerprint(request) -> str:
@@ -42,7 +35,12 @@ def fingerprint(request) -> str:
 
 
 def begin(caller: str, key: str, request_fingerprint: str) -> IdempotencyRecord:
-    """Claim the key for this request, or raise Replay / a 409."""
+    """Claim the key for this request, or raise Replay / a 409 (a 400 for a malformed key)."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+            [{"path": "Idempotency-Key", "message": "Bad length."}],
+        )
     expired_before = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
     IdempotencyRecord.objects.filter(caller=caller, key=key, created_at__lt=expired_before).delete()
     try:

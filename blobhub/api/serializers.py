@@ -21,9 +21,17 @@ def is_uuid(value: str) -> bool:
     return True
 
 
+def is_alias(value: str) -> bool:
+    return ALIAS_PATTERN.fullmatch(value) is not None and not is_uuid(value)
+
+
 def ref_lookup(ref: str) -> dict:
-    """Filter kwargs for a path part: a value that parses as a UUID is an id, else an alias."""
-    return {"id": ref} if is_uuid(ref) else {"alias": ref}
+    """Filter kwargs for a path part: a value that parses as a UUID is an id, else an alias.
+    Anything else names no row: `pk__in=[]` matches nothing without a query, so stray bytes
+    (a NUL, which PostgreSQL text cannot hold) never reach the database."""
+    if is_uuid(ref):
+        return {"id": ref}
+    return {"alias": ref} if is_alias(ref) else {"pk__in": []}
 
 
 class StrictCharField(serializers.CharField):

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from blobhub.api import idempotency
-from blobhub.api.errors import error_body
+from blobhub.api.errors import InvalidRequest, error_body
 from blobhub.api.pagination import paginate
 from blobhub.api.serializers import PageQuerySerializer, parse
 
@@ -18,8 +18,10 @@ def success(status: int = 200, headers: dict | None = None, **payload) -> Respon
 
 
 def paginated(request: Request, queryset, key: str, out, *, newest_first: bool = False, query=None) -> Response:
-    """One page of `queryset` rendered with the serializer `out`, as `{key: [...], cursor?}`."""
+    """One page of `queryset` rendered with the serializer `out`, as `{key: [...], cursor?}`.
+    `query` is the parameters when the view parsed them itself (with a QuerySerializer)."""
     params = query if query is not None else parse(PageQuerySerializer, request.query_params)
+    request.query_parsed = True  # see ApiView.finalize_response
     page = paginate(queryset, limit=params.get("limit"), cursor=params.get("cursor"), newest_first=newest_first)
     return success(**page.payload(key, lambda item: out(item).data))
 
@@ -39,17 +41,29 @@ def etag_header(etag: str) -> dict:
     return {"ETag": f'"{etag}"'}
 
 
-class ApiView(APIView):
-    """Adds `Idempotency-Key` handling to DRF's APIView."""
+def _no_query_parameters(request: Request) -> InvalidRequest:
+    return InvalidRequest(
+        "This route takes no query parameters.",
+        [{"path": name, "message": "Unknown parameter."} for name in sorted(request.query_params)],
+    )
 
+
+class ApiView(APIView):
+    """Adds `Idempotency-Key` handling to DRF's APIView, and refuses query parameters where
+    the view reads none (lists read theirs through `paginated`, which refuses unknown ones)."""
+
+    honours_idempotency_key = True
     _idempotency_record = None
 
     def initial(self, request: Request, *args, **kwargs) -> None:
-        key = idempotency.requested_key(request)
+        key = idempotency.requested_key(request) if self.honours_idempotency_key else None
         # Hash the raw body before anything parses it (parsing consumes the stream).
-        request_fingerprint = idempotency.fingerprint(request._request) if key else None
+        request_fingerprint = idempotency.fingerprint(request._request) if key is not None else None
         super().initial(request, *args, **kwargs)
-        if key:
+        if request.query_params and request.method not in ("GET", "HEAD"):
+            raise _no_query_parameters(request)  # only lists take parameters
+        if key is not None:
+            # Only now, so that a caller without valid credentials hears its 401 first.
             caller = getattr(request.auth, "caller_id", None) or f"ip:{request.META.get('REMOTE_ADDR')}"
             self._idempotency_record = idempotency.begin(caller, key, request_fingerprint)
 
@@ -59,6 +73,10 @@ class ApiView(APIView):
         return super().handle_exception(exc)
 
     def finalize_response(self, request: Request, response, *args, **kwargs):
+        # Which reads take parameters shows only once they ran: a read changes nothing, so
+        # refusing the answer afterwards is as good as refusing the request.
+        if request.query_params and response.status_code < 300 and not getattr(request, "query_parsed", False):
+            response = self.handle_exception(_no_query_parameters(request))
         record, self._idempotency_record = self._idempotency_record, None
         if record is not None:
             idempotency.finish(record, response.status_code, self.replayable(getattr(response, "data", None)))

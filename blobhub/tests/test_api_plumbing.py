@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from blobhub.api.serializers import StrictBooleanField, StrictCharField, StrictIntegerField, StrictSerializer
 from blobhub.models import IdempotencyRecord
-from orgs import services
+from orgs import services, tokens
 from orgs.api import urls as orgs_urls
 from orgs.models import AuditEntry, Organization
 from orgs.tests.factories import UserFactory
@@ -261,6 +261,59 @@ def test_a_login_with_an_idempotency_key_stores_no_token():
     for pair in (first, second):
         assert pair["access_token"] not in stored and pair["refresh_token"] not in stored
     assert_success(api(APIClient(), "POST", "auth/core/refresh", {"refresh_token": second["refresh_token"]}))
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("auth/login", lambda user: {"username": user.username, "password": "correct horse battery"}),
+        ("auth/core/refresh", lambda user: {"refresh_token": tokens.issue_pair(user=user)["refresh_token"]}),
+    ],
+)
+def test_the_token_routes_ignore_an_idempotency_key_even_a_malformed_one(path, body):
+    user = UserFactory()
+    for key in ("k" * 300, "token-1", "token-1"):
+        answer = assert_success(api(APIClient(), "POST", path, body(user), HTTP_IDEMPOTENCY_KEY=key))
+        assert answer.get("Idempotent-Replayed") is None
+    assert not IdempotencyRecord.objects.exists()
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "good-key"])
+def test_without_valid_credentials_a_request_is_a_401_whatever_its_idempotency_key(world, key):
+    before = db_snapshot()
+    answer = api(APIClient(), "POST", "orgs", {"alias": "no-creds-org", "name": "N"}, HTTP_IDEMPOTENCY_KEY=key)
+    assert_error(answer, 401, "unauthenticated")
+    assert db_snapshot() == before
+
+
+# --- Query parameters on routes that take none -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "orgs/acme-corp", NO_BODY),
+        ("GET", "users/me", NO_BODY),
+        ("GET", "orgs/acme-corp/credentials/mail-token", NO_BODY),
+        ("GET", "auth/core/anonymous", NO_BODY),
+        ("PATCH", "orgs/acme-corp", {"name": "Renamed"}),
+        ("POST", "orgs", {"alias": "query-org", "name": "Q"}),
+        ("POST", "orgs/acme-corp/api_keys", {"role": "read"}),
+        ("DELETE", "orgs/acme-corp/credentials/mail-token", NO_BODY),
+    ],
+)
+@pytest.mark.parametrize("query", ["bogus=1", "limit=5"])
+def test_a_route_that_takes_no_query_parameters_refuses_any_and_changes_nothing(world, method, path, body, query):
+    before = db_snapshot()
+    answer = api(as_user(world.admin), method, f"{path}?{query}", body)
+    refused = assert_error(answer, 400, "invalid_request_body")
+    assert [item["path"] for item in refused["details"]] == [query.split("=")[0]]
+    assert db_snapshot() == before
+
+
+def test_query_parameters_tell_an_outsider_nothing(world):
+    assert_error(as_user(world.other_admin).get("/v1/orgs/acme-corp?bogus=1"), 403, "access_denied")
+    assert_error(APIClient().get("/v1/orgs/acme-corp?bogus=1"), 401, "unauthenticated")
 
 
 # --- Strict fields ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Blob members and blob-scoped API keys."""
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from blobhub.api.errors import Conflict
 from blobhub.concurrency import versioned_update
+from blobs import limits
 from blobs.models import Blob, BlobMember
 from orgs.audit import audit
 from orgs.services import active_user
@@ -13,9 +14,15 @@ from orgs.principal import Principal
 @transaction.atomic
 def blob_member_add(*, principal: Principal, blob: Blob, user_id: str, role: str) -> BlobMember:
     user = active_user(user_id)
+    exists = Conflict("member_exists", "The user is already a member of this blob; change the role with PATCH.")
     if BlobMember.objects.filter(blob=blob, user=user).exists():
-        raise Conflict("member_exists", "The user is already a member of this blob; change the role with PATCH.")
-    member = BlobMember.objects.create(org_id=blob.org_id, blob=blob, user=user, role=role)
+        raise exists
+    limits.check("core.members_per_blob", BlobMember.objects.filter(blob=blob).count())
+    try:
+        with transaction.atomic():  # a concurrent add of the same user wins the unique constraint
+            member = BlobMember.objects.create(org_id=blob.org_id, blob=blob, user=user, role=role)
+    except IntegrityError:
+        raise exists from None
     audit(principal, "blob_member.add", member, org=blob.org, changes={"user_id": str(user.id), "role": role})
     return member
 

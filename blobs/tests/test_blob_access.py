@@ -4,6 +4,7 @@ import json
 import uuid
 
 import pytest
+from django.db.models import QuerySet
 
 from blobhub.models import IdempotencyRecord
 from blobs.models import BlobMember, ManifestEntry, StoredObject
@@ -79,6 +80,35 @@ def test_a_user_is_a_member_of_a_blob_once(world: World):
     again = api(admin, "POST", f"{BLOB}/members", {"user_id": str(world.member.id), "role": "admin"})
 
     assert_error(again, 409, "member_exists")
+    assert db_snapshot() == before
+
+
+def test_of_two_concurrent_adds_of_the_same_blob_member_the_loser_gets_a_conflict(world: World, monkeypatch):
+    real_exists = QuerySet.exists
+
+    def misses_the_other_add(queryset) -> bool:
+        if queryset.model is not BlobMember:
+            return real_exists(queryset)
+        # The other add committed just after this check looked: only the insert finds the row.
+        monkeypatch.setattr(QuerySet, "exists", real_exists)
+        return False
+
+    monkeypatch.setattr(QuerySet, "exists", misses_the_other_add)
+    before = db_snapshot()
+    answer = api(as_user(world.admin), "POST", f"{BLOB}/members", {"user_id": str(world.member.id), "role": "admin"})
+
+    assert_error(answer, 409, "member_exists")
+    assert db_snapshot() == before
+
+
+def test_a_blob_at_its_member_limit_takes_no_new_member(world: World, settings):
+    settings.LIMITS = {"core.members_per_blob": 1}
+    before = db_snapshot()
+
+    refused = api(as_user(world.admin), "POST", f"{BLOB}/members", {"user_id": str(world.stranger.id), "role": "read"})
+
+    body = assert_error(refused, 400, "limit_exceeded")
+    assert body["limit"] == {"id": "core.members_per_blob", "value": 1, "held": 1}
     assert db_snapshot() == before
 
 
@@ -171,6 +201,18 @@ def test_a_blob_admin_creates_a_blob_key_that_is_shown_once_and_listed_under_the
     org_keys = assert_success(api(as_user(world.admin), "GET", "orgs/acme-corp/api_keys"))["api_keys"]
     assert created["id"] not in [key["id"] for key in org_keys]
     assert str(world.blob_key_row.id) not in [key["id"] for key in org_keys]
+
+
+def test_a_blob_at_its_key_limit_gets_no_new_key_and_the_limits_route_lists_it(world: World, settings):
+    settings.LIMITS = {"core.api_keys_per_blob": 1}
+    refused = api(as_user(world.admin), "POST", f"{BLOB}/api_keys", {"role": "read"})
+    body = assert_error(refused, 400, "limit_exceeded")
+    assert body["limit"] == {"id": "core.api_keys_per_blob", "value": 1, "held": 1}
+
+    groups = assert_success(api(as_user(world.admin), "GET", f"{BLOB}/limits"))["groups"]
+    core = {item["id"]: item["value"] for group in groups if group["id"] == "core" for item in group["limits"]}
+    assert core["core.api_keys_per_blob"] == 1
+    assert core["core.members_per_blob"] == 1_000
 
 
 def test_an_idempotent_replay_of_a_blob_key_creation_does_not_show_or_store_the_secret(world: World):

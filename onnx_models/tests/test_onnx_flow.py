@@ -401,3 +401,9 @@ def test_abandoned_uploads_expire_and_parts_without_an_open_upload_are_removed(o
     assert client.get(f"/v1/operations/{fresh}").json()["operation"]["status"] == "pending"
     assert transfers.parts_dir(fresh).exists()
     assert channel.command("complete_upload", operation_id=abandoned, parts=[{"hash": "x"}]).status_code == 409
+
+
+def test_the_beat_expires_abandoned_uploads(settings):
+    from onnx_models.tasks import expire_uploads
+
+    assert any(item["task"] == expire_uploads.name for item in settings.CELERY_BEAT_SCHEDULE.values())

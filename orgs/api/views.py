@@ -43,9 +43,17 @@ class UserMeOrgsApi(ApiView):
         return paginated(request, queryset, "organizations", s.OrganizationOut)
 
 
-class LoginApi(ApiView):
+class _TokenApi(ApiView):
+    """A token route: no credentials needed (an expired token must not stand in the way of a
+    refresh), and no `Idempotency-Key`: minting another pair changes nothing, and a replay
+    would have to store the tokens, which are secrets."""
+
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    honours_idempotency_key = False
+
+
+class LoginApi(_TokenApi):
     throttle_classes = [LoginRateThrottle]
 
     @extend_schema(request=s.LoginIn, responses={200: s.TokenPairOut, **ERRORS})
@@ -56,23 +64,14 @@ class LoginApi(ApiView):
             raise _bad_login()
         return success(**tokens.issue_pair(user=user))
 
-    def replayable(self, body) -> None:
-        return None  # tokens are secrets; minting another pair changes nothing
 
-
-class AnonymousTokenApi(ApiView):
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-
+class AnonymousTokenApi(_TokenApi):
     @extend_schema(responses={200: s.TokenPairOut, **ERRORS})
     def get(self, request: Request) -> Response:
         return success(**tokens.issue_pair())
 
 
-class RefreshTokenApi(ApiView):
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-
+class RefreshTokenApi(_TokenApi):
     @extend_schema(request=s.RefreshIn, responses={200: s.TokenPairOut, **ERRORS})
     def post(self, request: Request) -> Response:
         data = parse(s.RefreshIn, request.data)
@@ -86,9 +85,6 @@ class RefreshTokenApi(ApiView):
         if user is None or not tokens.user_matches(claims, user):
             raise ApplicationError("unauthenticated", "The refresh token is invalid or expired.", status=401)
         return success(**tokens.issue_pair(user=user))
-
-    def replayable(self, body) -> None:
-        return None  # tokens are secrets; minting another pair changes nothing
 
 
 # --- Organizations -------------------------------------------------------------------------

@@ -90,6 +90,18 @@ def test_a_revoked_key_is_refused_and_leaves_the_list(admin):
     assert ApiKey.objects.get(id=created["id"]).revoked_at is not None
 
 
+def test_an_org_at_its_key_limit_gets_no_new_key_until_one_is_revoked(admin, settings):
+    settings.LIMITS = {"core.api_keys_per_organization": 1}
+    first = create_key(admin)
+
+    refused = api(as_user(admin), "POST", "orgs/acme-corp/api_keys", {"role": "read"})
+    body = assert_error(refused, 400, "limit_exceeded")
+    assert body["limit"] == {"id": "core.api_keys_per_organization", "value": 1, "held": 1}
+
+    assert_success(api(as_user(admin), "DELETE", f"orgs/acme-corp/api_keys/{first['id']}"))
+    create_key(admin)  # a revoked key no longer counts
+
+
 def test_revoking_a_revoked_key_again_is_refused_as_absent(admin):
     created = create_key(admin)
     assert_success(as_user(admin).delete(f"/v1/orgs/acme-corp/api_keys/{created['id']}"))

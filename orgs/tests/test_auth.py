@@ -273,3 +273,27 @@ def test_password_guessing_is_throttled_per_address_with_retry_after():
     assert_error(answer, 429, "rate_limited")
     assert int(answer["Retry-After"]) > 0
     cache.clear()
+
+
+@override_settings(LOGIN_THROTTLE_RATE="3/min")
+def test_a_forged_x_forwarded_for_does_not_escape_the_login_throttle():
+    cache.clear()
+    user = UserFactory()
+    answers = [
+        api(APIClient(), "POST", "auth/login", {"username": user.username, "password": "guess"},
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{attempt}")
+        for attempt in range(4)
+    ]
+    assert_error(answers[-1], 429, "rate_limited")
+    cache.clear()
+
+
+@override_settings(LOGIN_THROTTLE_RATE="3/min", REST_FRAMEWORK={**settings.REST_FRAMEWORK, "NUM_PROXIES": 1})
+def test_behind_a_trusted_proxy_the_login_throttle_counts_the_address_it_forwards():
+    cache.clear()
+    user = UserFactory()
+    for attempt in range(4):
+        answer = api(APIClient(), "POST", "auth/login", {"username": user.username, "password": "guess"},
+                     HTTP_X_FORWARDED_FOR=f"spoofed, 10.0.0.{attempt}")
+        assert_error(answer, 401, "unauthenticated")
+    cache.clear()

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import pytest
 from rest_framework.test import APIClient
 
-from orgs import tokens
+from blobhub.api.errors import AccessDenied
+from orgs import selectors, tokens
+from orgs.principal import Principal
 from orgs.tests.support import World, api, as_user, assert_error, assert_success, build_world, db_snapshot
 
 pytestmark = pytest.mark.django_db
@@ -244,6 +246,10 @@ BAD_QUERIES = [
     (f"cursor={_cursor([{'a': 1}, str(uuid.uuid4())])}", "cursor"),
     (f"cursor={_cursor(['yesterday', str(uuid.uuid4())])}", "cursor"),
     (f"cursor={_cursor(['2026-01-01T00:00:00', str(uuid.uuid4())])}", "cursor"),
+    # Offsets that push the timestamp past year 9999 or before year 1 once converted to UTC.
+    (f"cursor={_cursor(['9999-12-31T23:59:59.999999-23:59', str(uuid.uuid4())])}", "cursor"),
+    (f"cursor={_cursor(['0001-01-01T00:00:00+23:59', str(uuid.uuid4())])}", "cursor"),
+    (f"cursor={_cursor([float('inf'), str(uuid.uuid4())])}", "cursor"),
     ("cursor=" + "A" * 600, "cursor"),
 ]
 
@@ -267,10 +273,36 @@ def test_a_good_query_is_served(route):
     assert_success(as_user(world.admin).get(f"/v1/{route}?limit=200"))
 
 
+@pytest.mark.parametrize("edge", ["9999-12-31T23:59:59.999999+00:00", "0001-01-01T00:00:00Z"])
+def test_a_utc_cursor_at_the_edge_of_time_is_served(edge):
+    world = build_world()
+    answer = as_user(world.admin).get(f"/v1/orgs/acme-corp/members?cursor={_cursor([edge, str(uuid.uuid4())])}")
+    assert isinstance(assert_success(answer)["members"], list)
+
+
 def test_an_alias_that_parses_as_a_uuid_in_a_path_is_taken_as_an_id():
     world = build_world()
     by_id = as_user(world.admin).get(f"/v1/orgs/{str(world.org.id).upper()}")
     assert assert_success(by_id)["organization"]["alias"] == "acme-corp"
+
+
+@pytest.mark.parametrize("path", ["orgs/acme%00", "orgs/acme-corp/credentials/mail%00", "orgs/ACME-CORP", "orgs/" + "a" * 500])
+def test_a_path_part_that_is_neither_an_id_nor_an_alias_is_absent(path):
+    world = build_world()
+    before = db_snapshot()
+    assert_error(as_user(world.admin).get(f"/v1/{path}"), 403, "access_denied")
+    assert_error(as_user(world.admin).delete("/v1/orgs/acme-corp/credentials/mail-token%00"), 403, "access_denied")
+    assert db_snapshot() == before
+
+
+@pytest.mark.parametrize("ref", ["acme\x00", "acme-corp\n", "Acme-Corp", "a" * 43])
+def test_a_ref_that_cannot_be_an_alias_is_looked_up_without_a_query(ref, django_assert_num_queries):
+    # PostgreSQL refuses a NUL in text with an error (a 500): such a value must not reach it.
+    world = build_world()
+    with django_assert_num_queries(0), pytest.raises(AccessDenied):
+        selectors.organization_get(Principal(user=world.admin), ref)
+    with django_assert_num_queries(0), pytest.raises(AccessDenied):
+        selectors.credential_get(world.org, ref)
 
 
 def test_an_expiry_without_a_timezone_is_read_as_utc():

@@ -91,6 +91,18 @@ def test_the_value_is_in_no_log_line_even_at_debug(org_admin, caplog):
     assert SECRET not in sql and NEW_SECRET not in sql
 
 
+def test_an_org_at_its_credential_limit_stores_no_new_one(org_admin, settings):
+    settings.LIMITS = {"core.credentials_per_organization": 1}
+    make_credential(org_admin.memberships.get().org)
+
+    body = {"alias": "one-too-many", "provider": "http", "value": SECRET}
+    refused = api(as_user(org_admin), "POST", "orgs/acme-corp/credentials", body)
+
+    answer = assert_error(refused, 400, "limit_exceeded")
+    assert answer["limit"] == {"id": "core.credentials_per_organization", "value": 1, "held": 1}
+    assert not Credential.objects.filter(alias="one-too-many").exists()
+
+
 def test_the_stored_ciphertext_decrypts_back_to_the_value(org_admin):
     assert_success(api(as_user(org_admin), "POST", "orgs/acme-corp/credentials",
                        {"alias": "mail-token", "provider": "smtp", "value": SECRET}), 201)

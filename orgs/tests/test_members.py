@@ -1,6 +1,7 @@
 """Org members: add, change role, remove, and an org never loses its last admin."""
 
 import pytest
+from django.db.models import QuerySet
 
 from orgs.models import Membership
 from orgs.tests.factories import MembershipFactory, OrganizationFactory, UserFactory
@@ -40,6 +41,38 @@ def test_adding_a_member_twice_is_a_conflict_that_changes_nothing(org, admin):
     before = db_snapshot()
     again = api(as_user(admin), "POST", "orgs/acme-corp/members", {"user_id": str(member.id), "role": "admin"})
     assert_error(again, 409, "member_exists")
+    assert db_snapshot() == before
+
+
+def test_of_two_concurrent_adds_of_the_same_user_the_loser_gets_a_conflict(org, admin, monkeypatch):
+    member = MembershipFactory(org=org, role="read").user
+    real_exists = QuerySet.exists
+
+    def misses_the_other_add(queryset) -> bool:
+        if queryset.model is not Membership:
+            return real_exists(queryset)
+        # The other add committed just after this check looked: only the insert finds the row.
+        monkeypatch.setattr(QuerySet, "exists", real_exists)
+        return False
+
+    monkeypatch.setattr(QuerySet, "exists", misses_the_other_add)
+    before = db_snapshot()
+    answer = api(as_user(admin), "POST", "orgs/acme-corp/members", {"user_id": str(member.id), "role": "admin"})
+
+    assert_error(answer, 409, "member_exists")
+    assert db_snapshot() == before
+
+
+def test_an_org_at_its_member_limit_takes_no_new_member(org, admin, settings):
+    settings.LIMITS = {"core.members_per_organization": 2}
+    MembershipFactory(org=org, role="read")
+    newcomer = UserFactory()
+    before = db_snapshot()
+
+    refused = api(as_user(admin), "POST", "orgs/acme-corp/members", {"user_id": str(newcomer.id), "role": "read"})
+
+    body = assert_error(refused, 400, "limit_exceeded")
+    assert body["limit"] == {"id": "core.members_per_organization", "value": 2, "held": 2}
     assert db_snapshot() == before
 
 

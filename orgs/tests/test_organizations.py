@@ -32,6 +32,18 @@ def test_creating_an_org_makes_the_creator_its_admin():
     assert Membership.objects.get(org_id=org["id"]).role == "admin"
 
 
+def test_a_user_who_administers_the_limit_of_orgs_cannot_create_another(admin, settings):
+    settings.LIMITS = {"core.organizations_per_user": 1}
+    before = db_snapshot()
+
+    refused = api(as_user(admin), "POST", "orgs", {"alias": "one-too-many", "name": "More"})
+
+    body = assert_error(refused, 400, "limit_exceeded")
+    assert body["limit"] == {"id": "core.organizations_per_user", "value": 1, "held": 1}
+    assert db_snapshot() == before
+    assert_success(api(as_user(UserFactory()), "POST", "orgs", {"alias": "someone-else", "name": "S"}), 201)
+
+
 def test_an_alias_in_use_is_refused_with_alias_in_use_and_nothing_changes(admin):
     client = as_user(UserFactory())
     before = db_snapshot()

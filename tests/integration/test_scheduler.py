@@ -57,7 +57,7 @@ def _document(owner, target_org: str, revision_id: str) -> dict:
         "overlap": "allow",
         "invocation_target_type": "workflow",
         "invocation_target": {
-            "target": {"org": target_org, "blob": "flows", "revision": revision_id},
+            "target": {"org": target_org, "blob": "flows-blob", "revision": revision_id},
             "workflow": {"definition": "approve"},
             "input_data": [{"alias": "order", "value": {"type": "json", "json": {"items": [{"price": 5}]}}}],
         },
@@ -67,7 +67,7 @@ def _document(owner, target_org: str, revision_id: str) -> dict:
 
 def test_two_ticks_in_two_processes_fire_each_of_300_due_schedules_exactly_once(server_env, tmp_path):
     membership = MembershipFactory(role="admin")
-    flows = BlobFactory(org=membership.org, alias="flows", type=BlobType.WORKFLOW)
+    flows = BlobFactory(org=membership.org, alias="flows-blob", type=BlobType.WORKFLOW)
     flows_revision = flows.revisions.get()
     content.file_put_json(flows_revision, "definitions/workflow/approve.json", approval_flow())
     schedules = BlobFactory(org=membership.org, type=BlobType.SCHEDULER)
