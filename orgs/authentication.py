@@ -15,7 +15,7 @@ from orgs import tokens
 from orgs.models import ApiKey, User
 from orgs.principal import Principal
 
-KEY_PATTERN = re.compile(r"^bh_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+KEY_PATTERN = re.compile(r"^bh_([0-9a-f]{12})_([A-Za-z0-9_-]{43})\Z")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 

@@ -13,7 +13,7 @@ FIELDS = {
     "alias", "description", "repeat", "cron_expression", "invocation_time", "timezone", "enabled",
     "start_date", "end_date", "invocation_target_type", "invocation_target", "overlap",
 }  # fmt: skip
-ALIAS = re.compile(r"^[a-z0-9_-]{1,64}$")
+ALIAS = re.compile(r"^[a-z0-9_-]{1,64}\Z")
 REPEATS = ("one_time", "recurring_cron")
 
 

@@ -29,7 +29,7 @@ from workflows.models import Execution, Session, SessionObject
 from workflows.services import executions, sessions
 from workflows.services.executions import definition_entry, definition_path
 
-DEFINITION_ALIAS = r"^[a-z0-9_-]{1,64}$"
+DEFINITION_ALIAS = r"^[a-z0-9_-]{1,64}\Z"
 MAX_DEFINITION_BYTES = 1024 * 1024
 LIMITS = {
     "workflow.definitions_per_revision": 100,
@@ -161,7 +161,7 @@ class SessionEventsIn(SessionIn, EventsIn):
 class ObjectAliasField(StrictCharField):
     def __init__(self, **kwargs):
         super().__init__(max_length=1024, **kwargs)
-        self.validators.append(RegexValidator(r"^[A-Za-z0-9._/-]+$", "Use letters, digits and . _ / -."))
+        self.validators.append(RegexValidator(r"^[A-Za-z0-9._/-]+\Z", "Use letters, digits and . _ / -."))
 
 
 class ObjectIn(SessionIn):

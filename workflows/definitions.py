@@ -13,7 +13,7 @@ CATEGORIES = {"workflow": "workflow_definition", "playground": "playground_defin
 VERSION = "1.0.1"
 ROUTES = ("success", "failure", "next")
 PORT_CATEGORIES = ("config", "input", "output")
-ALIAS = re.compile(r"^[a-z0-9_-]{1,64}$")
+ALIAS = re.compile(r"^[a-z0-9_-]{1,64}\Z")
 MAX_COMPONENTS = 500
 MAX_CONNECTIONS = 2000
 

@@ -14,7 +14,7 @@ from blobhub.api.serializers import (
 from blobs.models import Blob, BlobMember, BlobMetadata, BlobType, Operation, Revision, RevisionMetadata
 from orgs.models import ApiKey, Role
 
-METADATA_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 
 # --- Output -----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from blobs import store
 from blobs.models import ObjectRef, StoredObject
 from orgs.models import Organization
 
-BLOB_ID = re.compile(r"^[0-9a-fA-F]{64}$")
+BLOB_ID = re.compile(r"^[0-9a-fA-F]{64}\Z")
 FILENAME_MAX = 255
 JSON_CONTENT_TYPE = "application/json"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"

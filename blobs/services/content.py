@@ -15,7 +15,7 @@ from blobs import events, limits, store
 from blobs.models import ManifestEntry, Revision
 from blobs.services.revisions import not_ready, not_writable
 
-PATH_PATTERN = re.compile(r"^(?!/)(?!.*//)[A-Za-z0-9._/-]{1,1024}$")
+PATH_PATTERN = re.compile(r"^(?!/)(?!.*//)[A-Za-z0-9._/-]{1,1024}\Z")
 
 
 def check_path(path: str) -> None:

@@ -265,6 +265,12 @@ def test_a_malformed_id_in_a_path_is_absent(world: World, admin, method, route, 
     assert db_snapshot() == before
 
 
+@pytest.mark.parametrize("path", ["blobs/acme%00/secret-model", "blobs/acme-corp/secret%00", "orgs/acme%00/blobs"])
+def test_a_nul_in_an_org_or_blob_path_part_is_absent(world: World, admin, path):
+    # PostgreSQL text cannot hold a NUL: the lookup must not send it (it answered 500 there).
+    assert_error(api(admin, "GET", path), 403, "access_denied")
+
+
 @pytest.mark.parametrize(
     "query",
     ["type=", "type=null", "type=blobhub.compute.nope", "limit=0", "limit=201", "limit=ten", "cursor=", "colour=red",
@@ -300,6 +306,16 @@ def test_bad_metadata_is_not_stored(world: World, owner, body, field):
     before = db_snapshot()
 
     refused(api(as_key(world.write_key), "POST", path, body), field)
+
+    assert db_snapshot() == before
+
+
+@pytest.mark.parametrize("owner", ["blob", "revision"])
+def test_a_metadata_key_in_the_path_with_a_trailing_newline_is_not_stored(world: World, owner):
+    path = f"{BLOB}/metadata" if owner == "blob" else f"revisions/{world.draft.id}/metadata"
+    before = db_snapshot()
+
+    refused(api(as_key(world.write_key), "PUT", f"{path}/owner%0A", {"value": 1}), "key")
 
     assert db_snapshot() == before
 

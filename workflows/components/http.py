@@ -54,9 +54,9 @@ METADATA_ADDRESSES = frozenset(
 SHARED_NETWORK = ipaddress.ip_network("100.64.0.0/10")
 NAT64_NETWORK = ipaddress.ip_network("64:ff9b::/96")
 
-TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Printable ASCII and tabs: no CR, LF, NUL or other controls (no header injection).
-HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*\Z")
 # Headers the component sets itself; a definition may not set them.
 RESERVED_HEADERS = frozenset(
     {
@@ -66,7 +66,7 @@ RESERVED_HEADERS = frozenset(
 )
 # Dropped, with the credential headers, once a redirect leaves the origin.
 CROSS_ORIGIN_DROPPED = frozenset({"authorization", "proxy-authorization", "cookie"})
-JSON_MIME = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
+JSON_MIME = re.compile(r"^application/(?:[\w.+-]+\+)?json\Z")
 TEXT_MIMES = frozenset(
     {
         "application/xml", "application/javascript", "application/ecmascript", "application/x-www-form-urlencoded",
