@@ -355,11 +355,6 @@ class _DataChannelApi(ApiView):
             response["Content-Disposition"] = f'attachment; filename="{answer.filename}"'
         return response
 
-    def finalize_response(self, request, response, *args, **kwargs):
-        if isinstance(response, StreamingHttpResponse):
-            return response
-        return super().finalize_response(request, response, *args, **kwargs)
-
 
 class RevisionDataQueryApi(_DataChannelApi):
     mode = "query"

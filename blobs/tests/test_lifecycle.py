@@ -5,6 +5,7 @@ from unittest import mock
 import pytest
 
 from blobs import registry
+from blobs.channel import BinaryAnswer
 from blobs.models import Blob, Event, ManifestEntry, Operation, Revision
 from blobs.registry import Engine, Handler, Problem
 from blobs.services import content
@@ -227,6 +228,19 @@ def test_data_channel_dispatch_errors(api, org, files_engine):
     Revision.objects.filter(id=first["id"]).update(status="committing")
     busy = api.post(f"{url}/command", {"command": "put_file", "path": "a", "text": "b"}, format="json")
     assert busy.status_code == 409 and busy.json()["error"] == "revision_not_ready"
+
+
+def test_a_binary_answer_releases_its_idempotency_key(api, org, files_engine):
+    # Bytes are not stored for a replay: the key is released, so a retry runs again.
+    files_engine.queries["bytes"] = Handler(lambda ctx, args: BinaryAnswer(chunks=[b"abc"], envelope={}, size=3))
+    create_blob(api, org)
+    [first] = default_revision(api, org, "my-workflow")
+    for _ in range(2):
+        answer = api.post(
+            f"/v1/revisions/{first['id']}/data/query", {"command": "bytes"}, format="json",
+            HTTP_ACCEPT="application/octet-stream", HTTP_IDEMPOTENCY_KEY="read-the-bytes",
+        )
+        assert answer.status_code == 200 and b"".join(answer.streaming_content) == b"abc"
 
 
 def test_events_are_stored_with_a_sequence_per_stream(api, org, files_engine):
