@@ -24,3 +24,17 @@ def versioned_update(instance: models.Model, if_match: str | None, **changes) ->
     for field, value in changes.items():
         setattr(instance, field, value)
     return instance
+
+
+def check_if_match(instance: models.Model, if_match: str | None) -> None:
+    """A delete's precondition: a stale `if_match` is a 412. The row is read locked, so a
+    write racing the delete (which changes the etag) lands before or after, never between;
+    call it inside the delete's transaction."""
+    if if_match in (None, "*"):
+        return
+    rows = type(instance)._default_manager.select_for_update().filter(pk=instance.pk)
+    current = rows.values_list("etag", flat=True).first()
+    if current is None:
+        raise AccessDenied()
+    if current != if_match:
+        raise PreconditionFailed()

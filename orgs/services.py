@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from blobhub.api.errors import AccessDenied, ApplicationError, Conflict, InvalidRequest
-from blobhub.concurrency import versioned_update
+from blobhub.concurrency import check_if_match, versioned_update
 from blobs import limits
 from orgs import crypto
 from orgs.audit import audit
@@ -93,7 +93,8 @@ def member_update(
 
 
 @transaction.atomic
-def member_remove(*, principal: Principal, org: Organization, member: Membership) -> None:
+def member_remove(*, principal: Principal, org: Organization, member: Membership, if_match: str | None = None) -> None:
+    check_if_match(member, if_match)
     if member.role == Role.ADMIN:
         _keep_an_admin(org)
     audit(principal, "member.remove", member, org=org, changes={"user_id": str(member.user_id)})
@@ -185,6 +186,7 @@ def credential_replace(
 
 
 @transaction.atomic
-def credential_delete(*, principal: Principal, org: Organization, credential: Credential) -> None:
+def credential_delete(*, principal: Principal, org: Organization, credential: Credential, if_match: str | None = None) -> None:
+    check_if_match(credential, if_match)
     audit(principal, "credential.delete", credential, org=org, changes={"alias": credential.alias})
     credential.delete()

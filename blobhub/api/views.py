@@ -26,6 +26,9 @@ def paginated(request: Request, queryset, key: str, out, *, newest_first: bool =
     return success(**page.payload(key, lambda item: out(item).data))
 
 
+STALE = "stale"  # what an If-Match that names no etag becomes: it matches no row (a 412)
+
+
 def if_match(request: Request) -> str | None:
     """The etag a write is based on, from `If-Match` (quotes and W/ are accepted)."""
     value = request.META.get("HTTP_IF_MATCH")
@@ -34,7 +37,9 @@ def if_match(request: Request) -> str | None:
     value = value.strip()
     if value.startswith("W/"):
         value = value[2:]
-    return value.strip('"')
+    value = value.strip('"')
+    # Etags are hex; anything else (a NUL, which PostgreSQL text cannot hold) matches no row.
+    return value if value == "*" or value.isalnum() and value.isascii() else STALE
 
 
 def etag_header(etag: str) -> dict:

@@ -73,11 +73,11 @@ class BlobDetailApi(ApiView):
         item.refresh_from_db()
         return success(headers=etag_header(item.etag), blob=s.BlobOut(item).data)
 
-    @extend_schema(responses={200: envelope("Deleted"), **ERRORS})
+    @extend_schema(parameters=[IF_MATCH_PARAMETER], responses={200: envelope("Deleted"), **ERRORS})
     def delete(self, request: Request, org: str, blob: str) -> Response:
         principal = principal_of(request)
         item = selectors.blob_get(principal, org, blob, Role.WRITE)
-        blob_services.blob_delete(principal=principal, blob=item)
+        blob_services.blob_delete(principal=principal, blob=item, if_match=if_match(request))
         return success()
 
 
@@ -214,7 +214,7 @@ class _MetadataDetailApi(_MetadataBase):
     def delete(self, request: Request, key: str, **kwargs) -> Response:
         principal = principal_of(request)
         owner = self.owner(request, Role.WRITE, **kwargs)
-        metadata_services.metadata_delete(principal=principal, owner=owner, item=self.item(owner, key))
+        metadata_services.metadata_delete(principal=principal, owner=owner, item=self.item(owner, key), if_match=if_match(request))
         return success()
 
 
@@ -400,11 +400,11 @@ class BlobMemberDetailApi(ApiView):
         access.blob_member_update(principal=principal, blob=item, member=member, role=data["role"], if_match=if_match(request))
         return success(headers=etag_header(member.etag), member=s.BlobMemberOut(member).data)
 
-    @extend_schema(responses={200: envelope("Deleted"), **ERRORS})
+    @extend_schema(parameters=[IF_MATCH_PARAMETER], responses={200: envelope("Deleted"), **ERRORS})
     def delete(self, request: Request, org: str, blob: str, user_id: str) -> Response:
         principal = principal_of(request)
         item = selectors.blob_get(principal, org, blob, Role.ADMIN)
-        access.blob_member_remove(principal=principal, blob=item, member=self._member(item, user_id))
+        access.blob_member_remove(principal=principal, blob=item, member=self._member(item, user_id), if_match=if_match(request))
         return success()
 
 

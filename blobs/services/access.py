@@ -3,7 +3,7 @@
 from django.db import IntegrityError, transaction
 
 from blobhub.api.errors import Conflict
-from blobhub.concurrency import versioned_update
+from blobhub.concurrency import check_if_match, versioned_update
 from blobs import limits
 from blobs.models import Blob, BlobMember
 from orgs.audit import audit
@@ -35,6 +35,7 @@ def blob_member_update(*, principal: Principal, blob: Blob, member: BlobMember, 
 
 
 @transaction.atomic
-def blob_member_remove(*, principal: Principal, blob: Blob, member: BlobMember) -> None:
+def blob_member_remove(*, principal: Principal, blob: Blob, member: BlobMember, if_match: str | None = None) -> None:
+    check_if_match(member, if_match)
     audit(principal, "blob_member.remove", member, org=blob.org, changes={"user_id": str(member.user_id)})
     member.delete()

@@ -3,7 +3,7 @@
 from django.db import IntegrityError, transaction
 
 from blobhub.api.errors import ApplicationError, Conflict
-from blobhub.concurrency import versioned_update
+from blobhub.concurrency import check_if_match, versioned_update
 from blobs import events, limits, policy
 from blobs.models import Blob, Revision
 from blobs.registry import engine_for
@@ -105,8 +105,9 @@ def default_changed(blob: Blob, revision: Revision) -> None:
 
 
 @transaction.atomic
-def blob_delete(*, principal: Principal, blob: Blob) -> None:
+def blob_delete(*, principal: Principal, blob: Blob, if_match: str | None = None) -> None:
     """Delete the blob and its revisions; stored objects go only when nothing references them."""
+    check_if_match(blob, if_match)
     needs = Role.ADMIN if blob.revisions.exclude(phase=Revision.Phase.DRAFT).exists() else Role.WRITE
     policy.authorize_blob(principal, needs, blob)
     # 'deleting' lets the database's immutability guard release committed manifests.

@@ -3,7 +3,7 @@
 from django.db import IntegrityError, transaction
 
 from blobhub.api.errors import ApplicationError, Conflict
-from blobhub.concurrency import versioned_update
+from blobhub.concurrency import check_if_match, versioned_update
 from blobs import events, limits, store
 from blobs.models import Blob, BlobMetadata, Revision, RevisionMetadata
 from orgs.audit import audit
@@ -76,7 +76,8 @@ def metadata_put(
 
 
 @transaction.atomic
-def metadata_delete(*, principal: Principal, owner: Blob | Revision, item) -> None:
+def metadata_delete(*, principal: Principal, owner: Blob | Revision, item, if_match: str | None = None) -> None:
+    check_if_match(item, if_match)
     _, _, _, stream = _scope(owner)
     audit(principal, "metadata.delete", item, org=owner.org, changes={"key": item.key})
     item.delete()

@@ -563,6 +563,27 @@ def test_a_blob_member_change_with_a_stale_if_match_is_refused(world: World, adm
     assert db_snapshot() == before
 
 
+@pytest.mark.parametrize("target", ["blob", "blob metadata", "revision metadata", "blob member"])
+def test_a_delete_with_a_stale_if_match_deletes_nothing_and_a_current_one_deletes(world: World, admin, target):
+    path = {
+        "blob": BLOB,
+        "blob metadata": f"{BLOB}/metadata/owner",
+        "revision metadata": f"revisions/{world.draft.id}/metadata/owner",
+        "blob member": f"{BLOB}/members/{world.member.id}",
+    }[target]
+    listing = f"{BLOB}/members" if target == "blob member" else path
+    current = _etag(api(admin, "GET", listing)) if target != "blob member" else (
+        '"{}"'.format(assert_success(api(admin, "GET", listing))["members"][0]["etag"])
+    )
+    before = db_snapshot()
+
+    refused(api(admin, "DELETE", path, HTTP_IF_MATCH='"0123456789abcdef0123456789abcdef"'), status=412, code="precondition_failed")
+    assert db_snapshot() == before
+
+    assert_success(api(admin, "DELETE", path, HTTP_IF_MATCH=current))
+    assert db_snapshot() != before
+
+
 # --- Bad input from an outsider ----------------------------------------------------------------
 
 
@@ -602,4 +623,12 @@ def test_bad_input_tells_an_outsider_nothing_about_what_exists(world: World, who
     absent = call("no-such-blob", str(uuid.uuid4()))
 
     assert assert_error(real, 403, "access_denied") == assert_error(absent, 403, "access_denied")
+    assert db_snapshot() == before
+
+
+@pytest.mark.parametrize("value", ['"abc\x00def"', "", '"not an etag!"'])
+def test_an_if_match_that_names_no_etag_is_a_412_not_a_lookup(world: World, admin, value):
+    before = db_snapshot()
+
+    refused(api(admin, "PATCH", BLOB, {"description": "x"}, HTTP_IF_MATCH=value), status=412, code="precondition_failed")
     assert db_snapshot() == before

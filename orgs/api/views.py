@@ -164,12 +164,12 @@ class MemberDetailApi(ApiView):
         )
         return success(headers=etag_header(member.etag), member=s.MemberOut(member).data)
 
-    @extend_schema(responses={200: envelope("Deleted"), **ERRORS})
+    @extend_schema(parameters=[IF_MATCH_PARAMETER], responses={200: envelope("Deleted"), **ERRORS})
     def delete(self, request: Request, org: str, user_id: str) -> Response:
         principal = principal_of(request)
         organization = selectors.organization_get(principal, org, Role.ADMIN)
         member = selectors.member_get(organization, user_id)
-        services.member_remove(principal=principal, org=organization, member=member)
+        services.member_remove(principal=principal, org=organization, member=member, if_match=if_match(request))
         return success()
 
 
@@ -276,10 +276,10 @@ class CredentialDetailApi(ApiView):
         )
         return success(headers=etag_header(credential.etag), credential=s.CredentialOut(credential).data)
 
-    @extend_schema(responses={200: envelope("Deleted"), **ERRORS})
+    @extend_schema(parameters=[IF_MATCH_PARAMETER], responses={200: envelope("Deleted"), **ERRORS})
     def delete(self, request: Request, org: str, alias: str) -> Response:
         principal = principal_of(request)
         organization = selectors.organization_get(principal, org, Role.ADMIN)
         credential = selectors.credential_get(organization, alias)
-        services.credential_delete(principal=principal, org=organization, credential=credential)
+        services.credential_delete(principal=principal, org=organization, credential=credential, if_match=if_match(request))
         return success()

@@ -136,6 +136,20 @@ def test_a_replace_with_a_stale_etag_changes_nothing(org_admin):
     assert crypto.decrypt(Credential.objects.get(alias="mail-token").ciphertext) == NEW_SECRET
 
 
+def test_a_delete_with_a_stale_etag_keeps_the_credential(org_admin):
+    client = as_user(org_admin)
+    created = assert_success(api(client, "POST", "orgs/acme-corp/credentials",
+                                 {"alias": "mail-token", "provider": "smtp", "value": SECRET}), 201)
+    etag = created["credential"]["etag"]
+    assert_success(api(client, "PUT", "orgs/acme-corp/credentials/mail-token",
+                       {"provider": "smtp", "value": NEW_SECRET}, HTTP_IF_MATCH=etag))
+
+    stale = api(client, "DELETE", "orgs/acme-corp/credentials/mail-token", HTTP_IF_MATCH=etag)
+
+    assert_error(stale, 412, "precondition_failed")
+    assert Credential.objects.filter(alias="mail-token").exists()
+
+
 def test_a_deleted_credential_is_gone_and_answers_like_an_absent_one(org_admin):
     client = as_user(org_admin)
     make_credential(org_admin.memberships.get().org, "mail-token")

@@ -146,3 +146,16 @@ def test_a_member_change_with_a_stale_if_match_is_refused(org, admin):
     assert assert_success(first)["member"]["role"] == "write"
     assert_error(second, 412, "precondition_failed")
     assert Membership.objects.get(id=member.id).role == "write"
+
+
+def test_a_member_removal_with_a_stale_if_match_is_refused(org, admin):
+    member = MembershipFactory(org=org, role="read")
+    client = as_user(admin)
+    path = f"orgs/acme-corp/members/{member.user_id}"
+    assert_success(api(client, "PATCH", path, {"role": "write"}, HTTP_IF_MATCH=f'"{member.etag}"'))
+
+    assert_error(api(client, "DELETE", path, HTTP_IF_MATCH=f'"{member.etag}"'), 412, "precondition_failed")
+    assert Membership.objects.filter(id=member.id).exists()
+    current = Membership.objects.get(id=member.id).etag
+    assert_success(api(client, "DELETE", path, HTTP_IF_MATCH=f'"{current}"'))
+    assert not Membership.objects.filter(id=member.id).exists()
