@@ -49,20 +49,23 @@ class ObjectTooLarge(ApplicationError):
 class NotJson(ApplicationError, ValueError):
     """Still the ValueError json.dumps raises, for callers that catch that to say where."""
 
-    def __init__(self):
-        super().__init__(
-            "invalid_request_body",
-            "The value holds a number too large for a 64-bit float (such as 1e400); non-finite numbers are not JSON.",
-        )
+    def __init__(self, message: str):
+        super().__init__("invalid_request_body", message)
 
 
 def canonical_json(value: Any) -> bytes:
     """The one serialization of JSON content: sorted keys, no insignificant space, UTF-8."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as exc:
         # Parsers read a number past the float range (1e400) as infinity, which JSON cannot hold.
-        raise NotJson() from exc
+        raise NotJson(
+            "The value holds a number too large for a 64-bit float (such as 1e400); non-finite numbers are not JSON."
+        ) from exc
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # a \ud800 escape parses to a lone surrogate, which UTF-8 cannot hold
+        raise NotJson("A string holds a lone UTF-16 surrogate (such as \\ud800), which is not text.") from exc
 
 
 @dataclass

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from blobhub.api.errors import AccessDenied, ApplicationError, InvalidRequest
+from blobhub.api.parsers import unstorable
 from blobhub.api.schema import ERRORS, IDEMPOTENCY_PARAMETER, IF_MATCH_PARAMETER, PAGE_PARAMETERS, envelope
 from blobhub.api.serializers import PageQuerySerializer, is_uuid, parse
 from blobhub.api.views import ApiView, etag_header, if_match, paginated, success
@@ -332,8 +333,10 @@ class _DataChannelApi(ApiView):
         if request.content_type.startswith("application/octet-stream"):
             try:
                 args = json.loads(request.META.get("HTTP_X_REQUEST_BODY") or "{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise InvalidRequest("X-Request-Body is not valid JSON.") from None
+            if (problem := unstorable(args)) is not None:
+                raise InvalidRequest(f"X-Request-Body: {problem}")
             body = request._request
         else:
             args, body = request.data, None

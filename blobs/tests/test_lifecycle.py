@@ -243,6 +243,19 @@ def test_a_binary_answer_releases_its_idempotency_key(api, org, files_engine):
         assert answer.status_code == 200 and b"".join(answer.streaming_content) == b"abc"
 
 
+@pytest.mark.parametrize(
+    "arguments", ['{"command": "put_file", "path": "a\\u0000b"}', '{"command": "put_file", "path": "\\ud800"}', "[" * 100_000]
+)
+def test_binary_arguments_that_cannot_be_stored_are_a_400(api, org, files_engine, arguments):
+    create_blob(api, org)
+    [first] = default_revision(api, org, "my-workflow")
+    answer = api.post(
+        f"/v1/revisions/{first['id']}/data/command", b"bytes", content_type="application/octet-stream",
+        HTTP_X_REQUEST_BODY=arguments,
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request_body"
+
+
 def test_events_are_stored_with_a_sequence_per_stream(api, org, files_engine):
     blob = create_blob(api, org)
     [first] = default_revision(api, org, "my-workflow")

@@ -239,6 +239,7 @@ def test_an_uppercase_id_names_the_same_blob(writer):
         ('{"data": [1], "blobType": "flow"}', "flow"),
         ('{"data": 1, "filename": "a\\nb"}', "control"),
         ('{"data": {"x": 1e400}}', "non-finite"),
+        ('{"data": "\\ud800"}', "surrogate"),
     ],
 )
 def test_a_bad_json_upload_is_a_400_that_says_why(writer, body, fragment):

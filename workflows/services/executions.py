@@ -13,7 +13,7 @@ from blobhub.api.errors import AccessDenied, ApplicationError, InvalidRequest
 from blobhub.api.serializers import is_uuid
 from blobs import limits, policy, selectors
 from blobs.models import BlobType, ManifestEntry, Revision
-from blobs.store import canonical_json, read_bytes
+from blobs.store import NotJson, canonical_json, read_bytes
 from orgs.models import ApiKey, Role
 from orgs.principal import Principal
 from workflows import engine, values
@@ -90,9 +90,8 @@ def _input_value(typed: Any, path: str) -> dict:
         size = len(canonical_json(typed))
     except values.ValueError_ as exc:
         raise InvalidRequest(str(exc), [{"path": path, "message": str(exc)}]) from None
-    except ValueError:  # 1e400 reads as an infinity, which JSON cannot hold
-        message = "A number is past the range of a 64-bit float."
-        raise InvalidRequest(message, [{"path": path, "message": message}]) from None
+    except NotJson as exc:  # 1e400 (an infinity), a lone surrogate: JSON cannot hold them
+        raise InvalidRequest(exc.message, [{"path": path, "message": exc.message}]) from None
     limit = settings.WORKFLOW_MAX_VALUE_BYTES
     if size > limit:
         raise ApplicationError(
