@@ -3,7 +3,7 @@
 from django.db import models
 from django.utils import timezone
 
-from blobhub.models import Record, VersionedRecord
+from blobhub.models import VersionedRecord
 from orgs.models import Organization, Role, User
 
 

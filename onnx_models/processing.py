@@ -10,7 +10,6 @@ the scan recorded. Small models go through the same path, whole.
 """
 
 import hashlib
-import io
 import json
 import os
 import queue

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from blobhub.api.errors import AccessDenied, ApplicationError, InvalidRequest
 from blobhub.api.parsers import unstorable
 from blobhub.api.schema import ERRORS, IDEMPOTENCY_PARAMETER, IF_MATCH_PARAMETER, PAGE_PARAMETERS, envelope
-from blobhub.api.serializers import PageQuerySerializer, is_uuid, parse
+from blobhub.api.serializers import is_uuid, parse
 from blobhub.api.views import ApiView, etag_header, if_match, paginated, success
 from blobs import limits, policy, selectors
 from blobs.api import serializers as s
@@ -292,7 +292,6 @@ class OperationCancelApi(ApiView):
     def post(self, request: Request, operation_id: str) -> Response:
         principal = principal_of(request)
         operation = selectors.operation_get(principal, operation_id, Role.WRITE)
-        parse(PageQuerySerializer, request.query_params)  # refuses stray parameters
         operation = operations.operation_cancel(principal=principal, operation=operation)
         return success(operation=s.OperationOut(operation).data)
 

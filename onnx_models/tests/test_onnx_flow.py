@@ -1,10 +1,8 @@
 """An ONNX model from upload to inference, as a user does it (file store; tasks run inline)."""
 
 import hashlib
-import io
 import json
 import os
-import time
 import uuid
 from datetime import timedelta
 from urllib.parse import urlsplit

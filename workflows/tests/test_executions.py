@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def channel(client_for, org, write_key):
     client = client_for(key=write_key)
-    blob = client.post(f"/v1/orgs/{org.alias}/blobs", {"alias": "flows-blob", "type": "blobhub.compute.workflow"}, format="json").json()["blob"]
+    client.post(f"/v1/orgs/{org.alias}/blobs", {"alias": "flows-blob", "type": "blobhub.compute.workflow"}, format="json")
     revision_id = client.get(f"/v1/blobs/{org.alias}/flows-blob/revisions").json()["revisions"][0]["id"]
     return Channel(client, revision_id)
 
@@ -93,7 +93,6 @@ def test_a_stopped_execution_stops(channel, settings):
         [component("start", "flow.start"), component("wait", "flow.delay", config={"seconds": number(30)}), component("end", "flow.end")],
         [connect("a", "start", "wait"), connect("b", "wait", "end")],
     ))
-    from blobhub.celery import app
     from unittest import mock
 
     channel.command("create_session", alias="main-session")
