@@ -414,7 +414,7 @@ def test_a_pure_step_whose_output_is_not_json_takes_its_failure_route(channel):
         [
             component("start", "flow.start"),
             component("in", "flow.input", alias="data"),
-            component("shape", "logic.transform", config={"expression": text("sum(@)")}),
+            component("shape", "logic.transform", config={"expression": text("to_number('Infinity')")}),
             constant("fallback", "overflowed"),
             component("end", "flow.end"),
         ],
@@ -426,7 +426,9 @@ def test_a_pure_step_whose_output_is_not_json_takes_its_failure_route(channel):
             piped("c4", "fallback", "end", "output", "result"),
         ],
     )
-    execution = run(channel, doc, [{"alias": "data", "value": json_value([1.7e308, 1.7e308])}])  # sums to inf
+    # to_number reads "Infinity" as a float; a sum of floats near the limit is no test on PostgreSQL,
+    # whose jsonb hands 1.7e308 back as a 309-digit integer, which sums without overflowing.
+    execution = run(channel, doc, [{"alias": "data", "value": json_value([1, 2])}])
     assert execution["status"] == "completed" and execution["output"] == {"result": text("overflowed")}
     shape = steps_of(execution)["shape"]
     assert (shape.status, shape.error["code"]) == ("failed", "invalid_output")
