@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import tempfile
 from base64 import urlsafe_b64encode
 from pathlib import Path
 
@@ -42,16 +43,18 @@ def persistent_secret(path: Path, kind: str) -> str:
         value = urlsafe_b64encode(secrets.token_bytes(32)).decode()
     else:
         value = secrets.token_urlsafe(50)
-    # Write a private temp file, then link it into place: linking fails if another
-    # process got there first, and nobody ever reads a half-written secret.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
+    # Write a private temp file of a unique name (processes in separate containers may share
+    # a pid and this directory), then link it into place: linking fails if another process
+    # got there first, and nobody ever reads a half-written secret.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0o600
     try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.link(tmp, path)
     except FileExistsError:
         pass
     finally:
-        tmp.unlink()
+        os.unlink(tmp)
     return path.read_text().strip()
