@@ -190,6 +190,22 @@ def test_a_caller_over_the_rate_gets_429_with_retry_after_and_others_do_not(worl
     assert_success(as_user(world.writer).get("/v1/orgs/acme-corp"))
 
 
+@override_settings(LOGIN_THROTTLE_RATE="3/min")
+def test_admin_login_guesses_share_the_api_login_bucket_and_are_refused_over_it(throttle_cache):
+    UserFactory(username="admin", is_staff=True, is_superuser=True)
+    web = Client()
+    for attempt in range(2):
+        assert web.post("/admin/login/", {"username": "admin", "password": f"guess-{attempt}"}).status_code == 200
+    assert_error(api(APIClient(), "POST", "auth/login", {"username": "admin", "password": "guess"}), 401, "unauthenticated")
+
+    # The right password too: the bucket is per address, whoever the guesses are for.
+    refused = web.post("/admin/login/?next=/admin/", {"username": "admin", "password": "correct horse battery"})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert "_auth_user_id" not in web.session
+    assert web.get("/admin/login/").status_code == 200
+    assert_error(api(APIClient(), "POST", "auth/login", {"username": "admin", "password": "guess"}), 429, "rate_limited")
+
+
 # --- Idempotency-Key ---------------------------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@ import uuid
 
 import pytest
 from django.db.models import QuerySet
+from django.test import Client
+from django.urls import reverse
 
 from blobhub.models import IdempotencyRecord
 from blobs.models import BlobMember, ManifestEntry, StoredObject
@@ -123,6 +125,22 @@ def test_only_an_active_user_becomes_a_member(world: World):
         assert_error(answer, 400, "invalid_request_body")
 
     assert db_snapshot() == before
+
+
+def test_an_operator_adds_a_blob_member_in_the_admin_and_its_org_follows_the_blob(world: World):
+    operator = Client()
+    operator.force_login(UserFactory(is_staff=True, is_superuser=True))
+    form = {"blob": str(world.blob.id), "user": str(world.stranger.id), "role": "read"}
+
+    assert operator.post(reverse("admin:blobs_blobmember_add"), form).status_code == 302
+    member = BlobMember.objects.get(blob=world.blob, user=world.stranger)
+    assert member.org == world.org
+    assert_success(api(as_user(world.stranger), "GET", BLOB))
+
+    moved = {**form, "blob": str(world.foreign_blob.id)}
+    assert operator.post(reverse("admin:blobs_blobmember_change", args=[member.id]), moved).status_code == 302
+    member.refresh_from_db()
+    assert (member.blob, member.org) == (world.foreign_blob, world.foreign_blob.org)
 
 
 def test_a_blob_admin_manages_the_members_of_that_blob_only(world: World):

@@ -1,13 +1,14 @@
 """The management commands that scripts use."""
 
 import io
+import sys
 
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 
 from orgs import crypto
-from orgs.models import ApiKey, Credential, Membership, Organization
+from orgs.models import ApiKey, Credential, Membership, Organization, User
 from orgs.tests.factories import OrganizationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -17,6 +18,37 @@ def run(*args) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out)
     return out.getvalue().strip()
+
+
+def create_user(monkeypatch, password: str, *args) -> str:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+    return run("create_user", *args)
+
+
+def test_create_user_makes_a_superuser_whose_password_logs_in(monkeypatch, client):
+    user_id = create_user(monkeypatch, "a long enough passphrase", "--username", "root-user", "--superuser")
+    user = User.objects.get(id=user_id)
+    assert user.is_superuser and user.is_staff
+    assert client.login(username="root-user", password="a long enough passphrase")
+
+
+@pytest.mark.parametrize(
+    "username, reason",
+    [("", "blank"), ("bad name/with spaces", "valid username"), ("taken", "already exists")],
+)
+def test_create_user_refuses_a_bad_username_with_the_reason_and_creates_nothing(monkeypatch, username, reason):
+    UserFactory(username="taken")
+    with pytest.raises(CommandError, match=reason):
+        create_user(monkeypatch, "a long enough passphrase", "--username", username)
+    assert User.objects.count() == 1
+
+
+@pytest.mark.parametrize("password, reason", [("1", "too short"), ("password123", "too common")])
+@pytest.mark.parametrize("role", [[], ["--superuser"]], ids=["user", "superuser"])
+def test_create_user_refuses_a_weak_password_with_the_reason_and_creates_nothing(monkeypatch, password, reason, role):
+    with pytest.raises(CommandError, match=reason):
+        create_user(monkeypatch, password, "--username", "weakling", *role)
+    assert not User.objects.exists()
 
 
 def test_create_org_makes_the_owner_its_admin():

@@ -1,5 +1,7 @@
 import sys
 
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from orgs.models import User
@@ -14,11 +16,19 @@ class Command(BaseCommand):
         parser.add_argument("--superuser", action="store_true")
 
     def handle(self, *args, username: str, email: str, superuser: bool, **options) -> None:
-        if User.objects.filter(username=username).exists():
-            raise CommandError(f"A user named {username!r} exists already.")
+        user = User(username=username, email=email, is_staff=superuser, is_superuser=superuser)
+        try:
+            # The rules the admin's user form applies: username validator, uniqueness, email format.
+            user.full_clean(exclude=["password"])
+        except ValidationError as error:
+            raise CommandError(" ".join(f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items()))
         password = sys.stdin.readline().rstrip("\n")
         if not password:
             raise CommandError("Give the password on stdin.")
-        create = User.objects.create_superuser if superuser else User.objects.create_user
-        user = create(username=username, email=email, password=password)
+        try:
+            validate_password(password, user)
+        except ValidationError as error:
+            raise CommandError("password: " + " ".join(error.messages))
+        user.set_password(password)
+        user.save()
         self.stdout.write(str(user.id))
