@@ -189,9 +189,11 @@ def hold(*, org: Organization, obj: StoredObject, kind: str = "binary", filename
 
 def object_for_org(org: Organization, sha256: str) -> StoredObject | None:
     """The object if the org holds a reference to it, else None (as if it did not exist)."""
-    held = ObjectRef.objects.filter(org=org, object_id=sha256).exists() or ManifestEntry.objects.filter(
-        org=org, object_id=sha256
-    ).exists()
+    held = (
+        ObjectRef.objects.filter(org=org, object_id=sha256).exists()
+        or ManifestEntry.objects.filter(org=org, object_id=sha256).exists()
+        or any(StoredObject.objects.filter(sha256=sha256, sha256__in=src(org)).exists() for src in _org_reference_sources)
+    )
     return StoredObject.objects.filter(sha256=sha256).first() if held else None
 
 
@@ -286,3 +288,12 @@ _reference_sources: list = []
 
 def register_reference_source(source) -> None:
     _reference_sources.append(source)
+
+
+# Those of them that also let the org read what they hold (an execution, the objects its
+# steps put) register a callable taking the org and returning that org's object ids.
+_org_reference_sources: list = []
+
+
+def register_org_reference_source(source) -> None:
+    _org_reference_sources.append(source)

@@ -57,6 +57,12 @@ def _check_size(size: int) -> None:
         raise ApplicationError("payload_too_large", f"An archive is at most {settings.ONNX_MAX_ARCHIVE_BYTES} bytes.", status=413)
 
 
+def _lock_and_count_open_uploads(revision: Revision) -> None:
+    # Each open upload may hold a whole archive (parts, or a direct body) until it ends or expires.
+    Revision.objects.select_for_update().filter(id=revision.id).first()  # counts one at a time
+    limits.check("onnx.open_uploads_per_revision", services.open_uploads(revision).count())
+
+
 def _new_operation(ctx: DataContext, arguments: dict) -> Operation:
     return Operation.objects.create(
         org_id=ctx.revision.org_id, blob_id=ctx.revision.blob_id, revision=ctx.revision, type="upload", arguments=arguments
@@ -85,9 +91,15 @@ def upload(ctx: DataContext, args: dict) -> dict:
     if written != data["size"]:
         os.unlink(name)
         raise ApplicationError("invalid_request_body", f"The body has {written} bytes, not the {data['size']} announced.", status=400)
-    with transaction.atomic():
-        operation = _new_operation(ctx, {"path": ARCHIVE, "size": data["size"], "direct_path": name, "completing": True})
-        transaction.on_commit(lambda: process_upload.delay(str(operation.id)))
+    try:
+        with transaction.atomic():
+            _lock_and_count_open_uploads(ctx.revision)
+            arguments = {"path": ARCHIVE, "size": data["size"], "direct_path": name, "completing": True}
+            operation = _new_operation(ctx, arguments)
+            transaction.on_commit(lambda: process_upload.delay(str(operation.id)))
+    except ApplicationError:  # refused (too many open uploads): the body goes with the request
+        os.unlink(name)
+        raise
     return {"operation_id": str(operation.id)}
 
 
@@ -97,9 +109,7 @@ def initiate_upload(ctx: DataContext, args: dict) -> dict:
     parts = transfers.plan(data["size"])
     arguments = {"path": ARCHIVE, "size": data["size"], "plan": [vars(part) for part in parts]}
     with transaction.atomic():
-        # Each open upload may hold a whole archive of parts until it ends or expires.
-        Revision.objects.select_for_update().filter(id=ctx.revision.id).first()  # counts one at a time
-        limits.check("onnx.open_uploads_per_revision", services.open_uploads(ctx.revision).count())
+        _lock_and_count_open_uploads(ctx.revision)
         operation = _new_operation(ctx, arguments)
         operation_id = str(operation.id)
         if transfers.s3() is not None:

@@ -90,7 +90,8 @@ EXPIRY_MARGIN = timedelta(hours=1)
 def expire_uploads() -> int:
     """Cancel the uploads still pending long after their part URLs expired, and remove the
     parts of uploads that ended or are gone (a deleted blob takes its operations with it);
-    returns how many uploads expired."""
+    returns how many uploads expired. A completed upload waiting for a worker is not abandoned:
+    it stays, however long the workers are behind."""
     cutoff = timezone.now() - timedelta(seconds=settings.ONNX_TRANSFER_URL_TTL_SECONDS) - EXPIRY_MARGIN
     stale = Operation.objects.filter(type="upload", status=Operation.Status.PENDING, created_at__lt=cutoff)
     expired = sum(_expire(operation_id) for operation_id in stale.values_list("id", flat=True))
@@ -106,8 +107,8 @@ def expire_uploads() -> int:
 def _expire(operation_id) -> bool:
     with transaction.atomic():
         operation = Operation.objects.select_for_update().filter(id=operation_id, status=Operation.Status.PENDING).first()
-        if operation is None:
-            return False  # completed, cancelled or claimed meanwhile
+        if operation is None or operation.arguments.get("completing"):
+            return False  # completed (maybe waiting for a worker), cancelled or claimed meanwhile
         error = {"code": "upload_expired", "message": "The upload was not completed in time."}
         operation_finish(operation, Operation.Status.CANCELLED, error=error)
     _cleanup(operation)
@@ -132,9 +133,11 @@ def _abort_s3_orphans(cutoff: datetime) -> None:
 
 def _remove_direct_orphans(cutoff: datetime) -> None:
     """Bodies of `upload` whose processing never came (their blob was deleted first)."""
+    waiting = Operation.objects.filter(type="upload", status__in=LIVE, arguments__has_key="direct_path")
+    queued = {Path(arguments["direct_path"]).name for arguments in waiting.values_list("arguments", flat=True)}
     for path in (settings.DATA_DIR / "tmp").glob("onnx-upload-*"):
         with contextlib.suppress(FileNotFoundError):  # processing took it meanwhile
-            if path.stat().st_mtime < cutoff.timestamp():
+            if path.name not in queued and path.stat().st_mtime < cutoff.timestamp():
                 path.unlink()
 
 

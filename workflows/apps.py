@@ -18,3 +18,5 @@ class WorkflowsConfig(AppConfig):
         store.register_reference_source(lambda: SessionObject.objects.values("object_id"))
         store.register_reference_source(lambda: Execution.objects.values("definition_object_id"))
         store.register_reference_source(lambda: ExecutionObject.objects.values("object_id"))
+        # What a step put stays readable by its org while the execution exists.
+        store.register_org_reference_source(lambda org: ExecutionObject.objects.filter(org=org).values("object_id"))

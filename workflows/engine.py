@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from blobhub.api.parsers import unstorable
 from blobs import events, store
 from workflows import values
 from workflows.components.base import ComponentError, component_class
@@ -463,6 +464,9 @@ def _typed_outputs(cls, outputs: dict):
         if not values.conforms(value_type, plain):
             return None, {"code": "invalid_output", "message": f"The output {route!r} is not a {value_type}."}
         typed[route] = values.wrap(value_type, plain)
+    if (problem := unstorable(typed)) is not None:
+        # A NUL is JSON, but PostgreSQL's jsonb (StepRun.outputs, Execution.output) refuses it.
+        return None, {"code": "invalid_output", "message": f"The outputs cannot be stored. {problem}"}
     try:
         size = len(store.canonical_json(typed))
     except (TypeError, ValueError):

@@ -29,6 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from blobhub.api.errors import ApplicationError, exception_handler, validation_details
+from blobhub.api.parsers import is_text, strings
 from blobhub.api.serializers import parse
 from blobs import store
 from blobs.content import services
@@ -142,10 +143,6 @@ def skills_kind(kind: str) -> str:
 def _text(content: Any) -> str:
     if not isinstance(content, str):
         raise _invalid_content("For kind text, content must be a string.")
-    try:
-        content.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise _invalid_content("The text is not valid Unicode (it holds a lone surrogate).") from exc
     return content
 
 
@@ -227,6 +224,9 @@ def handle_request(request: Any, context: CallContext) -> dict | None:
 def _check_request(request: Any) -> Any:
     if not isinstance(request, dict):
         raise RpcError(INVALID_REQUEST, "Invalid Request: a request is a JSON object.")
+    if not all(is_text(item) for item in strings(request)):
+        # Before anything runs or is echoed (the id, a method or member name, a value in a message).
+        raise RpcError(INVALID_REQUEST, "Invalid Request: a string holds a lone UTF-16 surrogate, which is not text.")
     if request.get("jsonrpc") != "2.0":
         raise RpcError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be exactly "2.0".')
     if not isinstance(request.get("method"), str):
@@ -244,7 +244,9 @@ def _check_request(request: Any) -> Any:
 def _valid_id(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)  # 1e400 parses as infinity, which no response can echo
-    return value is None or (isinstance(value, (str, int)) and not isinstance(value, bool))
+    if isinstance(value, str):
+        return is_text(value)  # nor a lone surrogate
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _run(method: str, params: dict | list, context: CallContext) -> Any:

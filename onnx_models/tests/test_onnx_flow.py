@@ -362,6 +362,48 @@ def test_a_revision_holds_at_most_four_open_uploads(onnx_blob):
     assert channel.command("initiate_upload", path="model.tar.gz", size=100).status_code == 200
 
 
+def test_the_open_upload_limit_holds_for_direct_uploads_and_a_refused_body_is_not_kept(onnx_blob, settings, tmp_path):
+    client, _, channel = onnx_blob
+    settings.DATA_DIR = tmp_path
+    data = model_archive()
+    for _ in range(4):
+        assert channel.command("initiate_upload", path="model.tar.gz", size=len(data)).status_code == 200
+    refused = client.generic(
+        "POST", f"/v1/revisions/{channel.revision_id}/data/command", data, content_type="application/octet-stream",
+        HTTP_X_REQUEST_BODY=json.dumps({"command": "upload", "path": "model.tar.gz", "size": len(data)}),
+    )
+    assert refused.status_code == 400 and refused.json()["error"] == "limit_exceeded"
+    assert Operation.objects.filter(type="upload").count() == 4
+    assert not list((tmp_path / "tmp").glob("onnx-upload-*"))
+
+
+def test_completed_uploads_waiting_for_a_worker_do_not_expire(onnx_blob, settings, tmp_path, monkeypatch):
+    from onnx_models import tasks
+
+    client, _, channel = onnx_blob
+    settings.DATA_DIR = tmp_path
+    queued = []  # the workers are behind (or down): process_upload waits in the broker
+    monkeypatch.setattr(tasks.process_upload, "delay", queued.append)
+    data = model_archive()
+    answer = channel.command("initiate_upload", path="model.tar.gz", size=len(data)).json()
+    part = put_part(client, answer["operation"]["parts"][0]["upload"]["url"], data)
+    completed = channel.command("complete_upload", operation_id=answer["operation_id"], parts=[{"hash": part["ETag"]}])
+    assert completed.status_code == 200, completed.content
+    upload_direct(client, channel, data)
+    assert len(queued) == 2
+    long_ago = timezone.now() - timedelta(seconds=settings.ONNX_TRANSFER_URL_TTL_SECONDS, hours=2)
+    Operation.objects.filter(id__in=queued).update(created_at=long_ago)
+    for body in (tmp_path / "tmp").glob("onnx-upload-*"):
+        os.utime(body, (long_ago.timestamp(), long_ago.timestamp()))
+
+    tasks.expire_uploads.run()
+    assert not Operation.objects.filter(status="cancelled").exists()
+    for operation_id in queued:  # the workers catch up
+        tasks.process_upload.run(operation_id)
+    statuses = [client.get(f"/v1/operations/{operation_id}").json()["operation"]["status"] for operation_id in queued]
+    assert statuses == ["completed", "completed"]
+
+
 def test_abandoned_uploads_expire_and_parts_without_an_open_upload_are_removed(onnx_blob, settings, tmp_path):
     from onnx_models import transfers
     from onnx_models.tasks import expire_uploads

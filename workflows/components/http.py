@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from blobhub.api.parsers import unstorable
 from workflows.components.base import Component, ComponentError, Port, RetryPolicy, register
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -331,11 +332,14 @@ def _response_body(data: bytes, content_type: str) -> tuple[Any, bool]:
         return base64.b64encode(data).decode("ascii"), True
     if is_json and text.strip():
         # NaN, Infinity and floats out of range (1e400) are not JSON, and no port value can hold
-        # them: such a body stays text, as any other that does not parse.
+        # them, nor a string with a NUL or a lone surrogate (its escape, `\u0000`, stays as
+        # written in the text): such a body stays text, as any other that does not parse.
         try:
-            return json.loads(text, parse_constant=_not_json, parse_float=_finite), False
+            parsed = json.loads(text, parse_constant=_not_json, parse_float=_finite)
         except ValueError:
-            pass
+            return text, False
+        if unstorable(parsed) is None:
+            return parsed, False
     return text, False
 
 

@@ -389,6 +389,20 @@ def test_a_blob_a_step_put_outlives_the_retention_period_while_its_execution_exi
     assert not StoredObject.objects.filter(sha256=sha256).exists()
 
 
+def test_a_blob_a_step_put_stays_readable_by_its_org_while_its_execution_exists(
+    channel, settings, client_for, write_key
+):
+    value = {"kept": "while the execution exists"}
+    execution = run(channel, chain(component("put", "data.blob_put")), data(json_value(value)))
+    sha256 = execution["output"]["result"]["blob_id"]
+    store.collect_garbage(now=timezone.now() + timedelta(hours=settings.BLOB_RETENTION_HOURS + 1))
+
+    read = run(channel, chain(component("get", "data.blob_get")), data(blob_value(sha256)), alias="reader")
+    assert read["status"] == "completed" and read["output"] == {"result": json_value(value)}
+    assert client_for(key=write_key).get(f"/api/v1/blobs/{sha256}").status_code == 200
+    assert store.object_for_org(OrganizationFactory(), sha256) is None  # the hold is the execution's org's only
+
+
 def test_a_binary_blob_put_refuses_input_that_is_not_base64(channel):
     execution = run(
         channel,

@@ -94,6 +94,17 @@ class Infinite(Component):
         return {"output": {"score": float("-inf")}}
 
 
+@register
+class Unstorable(Component):
+    """Outputs a string holding a NUL (as an http.request text body or a stored blob can)."""
+
+    type = "test.unstorable"
+    outputs: ClassVar[dict] = {"output": Port("json")}
+
+    def run(self, ctx, config, inputs):
+        return {"output": {"note": "a\x00b"}}
+
+
 @pytest.fixture
 def channel(client_for, org, write_key):
     return workflow_blob(client_for(key=write_key), org)
@@ -407,6 +418,15 @@ def test_a_step_whose_output_is_not_json_fails_with_invalid_output_and_runs_once
     assert (step.status, step.outputs) == ("failed", None)
     assert engine.recover(now=timezone.now() + timedelta(minutes=1)) == 0  # nothing left running to hand out
     assert Infinite.runs.count(execution["id"]) == 1
+
+
+def test_a_step_whose_output_holds_a_nul_fails_with_invalid_output(channel):
+    # PostgreSQL's jsonb refuses a NUL: stored, the outputs would crash the task instead.
+    execution = run(channel, single("test.unstorable"))
+    assert execution["status"] == "failed"
+    assert execution["error"]["code"] == "invalid_output" and "NUL" in execution["error"]["message"]
+    step = steps_of(execution)["step"]
+    assert (step.status, step.outputs) == ("failed", None)
 
 
 def test_a_pure_step_whose_output_is_not_json_takes_its_failure_route(channel):

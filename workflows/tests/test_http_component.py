@@ -385,8 +385,10 @@ def test_response_bodies_text_binary_and_head(allow_local, server):
     assert head["status"] == 200 and head["body"] == ""
 
 
-@pytest.mark.parametrize("body", ['{"a": NaN}', "[Infinity]", '{"a": -Infinity}', "[1e400]", "{not json"])
-def test_a_json_body_with_nan_infinity_or_no_json_form_is_returned_as_text(allow_local, server, body):
+@pytest.mark.parametrize(
+    "body", ['{"a": NaN}', "[Infinity]", '{"a": -Infinity}', "[1e400]", "{not json", '{"a": "x\\u0000"}', '["\\ud800"]']
+)
+def test_a_json_body_with_nan_infinity_nul_surrogate_or_no_json_form_is_returned_as_text(allow_local, server, body):
     response = call(f"http://127.0.0.1:{server.port}/json?body={quote(body)}")
     assert (response["body"], response["body_base64"]) == (body, False)
 
