@@ -28,8 +28,7 @@ class BodySizeLimitMiddleware:
         except ValueError:
             return _refusal(request, error_body("invalid_request_body", "The Content-Length header is not a number."), 400)
         if declared > limit:
-            exc = PayloadTooLarge(limit)
-            return _refusal(request, error_body(exc.code, exc.message), exc.status)
+            return JsonResponse(too_large_body(request.path), status=413)
         return self.get_response(request)
 
 
@@ -38,10 +37,18 @@ class BodySizeLimitMiddleware:
 STEPFLOW_PREFIX = "/api/v1/blobs"
 
 
+def too_large_body(path: str) -> dict:
+    """The 413's body for a body over the path's limit (daphne's early refusal sends it too)."""
+    exc = PayloadTooLarge(body_limit(path))
+    return _for_route(path, error_body(exc.code, exc.message), exc.status)
+
+
 def _refusal(request: HttpRequest, body: dict, status: int) -> JsonResponse:
-    if request.path.startswith(STEPFLOW_PREFIX):
-        body = {"code": status, **body}
-    return JsonResponse(body, status=status)
+    return JsonResponse(_for_route(request.path, body, status), status=status)
+
+
+def _for_route(path: str, body: dict, status: int) -> dict:
+    return {"code": status, **body} if path.startswith(STEPFLOW_PREFIX) else body
 
 
 def body_limit(path: str) -> int:

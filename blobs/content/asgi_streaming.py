@@ -23,21 +23,36 @@
 
 5. Large request bodies read once. `StreamingASGIHandler` (blobhub.asgi's handler) hands
    the view daphne's spool file instead of copying it into a temp file of Django's own.
+6. Bodies over their route's limit refused before they are received. Daphne runs the
+   application (and BodySizeLimitMiddleware) only once Twisted has spooled the whole
+   body, so any client could make the server write gigabytes. A declared Content-Length
+   over `body_limit(path)` is answered with the middleware's 413 as soon as the headers
+   are in, and a chunked body once it passes the limit; the connection is then closed
+   without reading the rest.
 
 The first three replace one daphne method each (`Server.create_application`,
 `Server.handle_reply`, `WebRequest.handle_exception`), the fourth sets Django's
-`ASGIHandler.chunk_size`. `BlobsConfig.ready()` installs them, so they hold wherever
-daphne serves this project: `manage.py serve` and the `daphne` command alike. Small
-bodies and failures before the response starts take daphne's own path unchanged.
+`ASGIHandler.chunk_size`, the sixth wraps the Twisted `Request` methods that take in a
+body (`gotLength`, `handleContentChunk`, `requestReceived`) on daphne's `WebRequest`; it
+reads the request's path from Twisted's `HTTPChannel._path`, which
+test_stepflow_server.py would notice going. `BlobsConfig.ready()` installs them, so they
+hold wherever daphne serves this project: `manage.py serve` and the `daphne` command
+alike. Small bodies and failures before the response starts take daphne's own path
+unchanged.
 """
 
 import asyncio
 import io
+import json
 import logging
 from functools import partial
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 from django.core.handlers.asgi import ASGIHandler
+
+from blobhub.api.middleware import body_limit, too_large_body
 
 logger = logging.getLogger("blobhub.daphne")
 
@@ -112,6 +127,7 @@ def install() -> None:
     _stream_large_bodies(Server)
     _pace_responses(Server)
     _abort_failed_responses(WebRequest)
+    _refuse_oversized_bodies(WebRequest)
     Server._blobhub_streaming = True
 
 
@@ -194,6 +210,70 @@ def _abort_failed_responses(WebRequest) -> None:
             transport.abortConnection()
 
     WebRequest.handle_exception = handle_exception
+
+
+def _refuse_oversized_bodies(WebRequest) -> None:
+    got_length = WebRequest.gotLength
+    handle_content_chunk = WebRequest.handleContentChunk
+    request_received = WebRequest.requestReceived
+    WebRequest._body_room = None  # what a body without Content-Length may still bring
+    WebRequest._body_refused = False
+
+    def gotLength(self, length):
+        path = _target_path(self.channel)
+        if path is None:
+            return got_length(self, length)
+        if length is not None and length > body_limit(path):
+            return _refuse_body(self, path)
+        if length is None:  # Twisted itself holds a declared body to its length
+            self._body_path, self._body_room = path, body_limit(path)
+        got_length(self, length)
+
+    def handleContentChunk(self, data):
+        if self._body_refused:
+            return
+        if self._body_room is not None:
+            self._body_room -= len(data)
+            if self._body_room < 0:
+                return _refuse_body(self, self._body_path)
+        handle_content_chunk(self, data)
+
+    def requestReceived(self, command, path, version):
+        # A chunked body can end in the same read that took it past its limit.
+        if not self._body_refused:
+            request_received(self, command, path, version)
+
+    WebRequest.gotLength = gotLength
+    WebRequest.handleContentChunk = handleContentChunk
+    WebRequest.requestReceived = requestReceived
+
+
+def _target_path(channel) -> str | None:
+    """The path of the request whose headers the channel has just read, as daphne will give
+    it to the application; None on HTTP/2, whose streams do not keep it (the middleware
+    still checks a declared length there)."""
+    target = getattr(channel, "_path", None)
+    if target is None:
+        return None
+    try:
+        return unquote(target.split(b"?", 1)[0].decode("ascii"))
+    except UnicodeDecodeError:
+        return "/"  # daphne answers 400 for such a path, after the body: the general limit holds
+
+
+def _refuse_body(request, path: str) -> None:
+    """Answer 413 at once and close the connection, reading no more of the body."""
+    request._body_refused = True
+    # Twisted would otherwise invite the body with "100 Continue" after this answer.
+    request.requestHeaders.removeHeader(b"Expect")
+    body = json.dumps(too_large_body(path)).encode()
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    head = (
+        f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    request.channel.transport.write(head.encode() + body)
+    request.channel.loseConnection()
 
 
 def _spooled_size(protocol, scope: dict) -> int | None:

@@ -104,3 +104,62 @@ async def test_response_bodies_wait_while_the_connection_buffer_is_full():
     await server.handle_reply(request, {"type": "http.response.body", "body": b"", "more_body": False})
     assert request.registrations == [("register", True), ("unregister", None)]
     assert request.producer is None
+
+
+class RecordingServer:
+    """Daphne's Server, as far as its HTTP requests reach it before the application runs."""
+
+    proxy_forwarded_address_header = None
+    root_path = ""
+
+    def __init__(self):
+        self.applications = []
+
+    def protocol_connected(self, protocol):
+        pass
+
+    def protocol_disconnected(self, protocol):
+        pass
+
+    def create_application(self, protocol, scope):
+        self.applications.append(scope["path"])
+
+
+def fed_to_daphne(data: bytes) -> tuple[bytes, bool, list]:
+    """What daphne's HTTP channel answers to `data` read at once; whether it is closing the
+    connection; the paths it started the application for."""
+    from daphne.http_protocol import HTTPFactory
+    from twisted.internet.testing import StringTransport
+
+    server = RecordingServer()
+    channel = HTTPFactory(server).buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(data)
+    return transport.value(), transport.disconnecting, server.applications
+
+
+def test_a_declared_body_over_the_limit_is_refused_without_inviting_it(settings):
+    settings.MAX_REQUEST_BODY_BYTES = 1000
+
+    answer, closing, applications = fed_to_daphne(
+        b"POST /v1/orgs HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\nExpect: 100-continue\r\n\r\n"
+    )
+
+    assert answer.startswith(b"HTTP/1.1 413 "), "no 100 Continue"
+    assert answer.endswith(b'"message": "The request body is larger than the limit of 1000 bytes.", "details": []}')
+    assert closing and applications == []
+
+
+def test_a_chunked_body_that_passes_the_limit_and_ends_in_the_same_read_never_reaches_the_application(settings):
+    settings.MAX_REQUEST_BODY_BYTES = 1000
+    chunk = b"x" * 600
+
+    answer, closing, applications = fed_to_daphne(
+        b"POST /v1/orgs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"258\r\n%s\r\n258\r\n%s\r\n0\r\n\r\n" % (chunk, chunk)
+    )
+
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b'"payload_too_large"' in answer
+    assert closing and applications == []

@@ -1,10 +1,13 @@
 """The Stepflow routes through the real server (`manage.py serve`, daphne): large bodies
-stream both ways without the server holding them, and a corrupted download is cut off."""
+stream both ways without the server holding them, a body over its route's limit is refused
+before the server takes it in, and a corrupted download is cut off."""
 
 import hashlib
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +25,7 @@ MIB = 1024 * 1024
 BODY_SIZE = 96 * MIB
 # Daphne alone would queue the whole body in memory: at least BODY_SIZE more.
 RSS_GROWTH_LIMIT = 40 * MIB
+ANSWER_SECONDS = 10
 
 PRODUCTION_VARIABLES = ("DATABASE_URL", "REDIS_URL", "BLOB_STORAGE_URL", "S3_ENDPOINT_URL", "SECRET_KEY", "CREDENTIAL_KEYS")
 
@@ -31,6 +35,7 @@ class ServeProcess:
         env = {name: value for name, value in os.environ.items() if name not in PRODUCTION_VARIABLES}
         env.update(BLOBHUB_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="blobhub.settings", PYTHONUNBUFFERED="1")
         self.data_dir = data_dir
+        self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -62,6 +67,17 @@ class ServeProcess:
     def peak_rss(self) -> int:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
+
+    def spooled_bytes(self) -> int:
+        """What the server holds in deleted temp files (where Twisted spools request bodies)."""
+        total = 0
+        for fd in Path(f"/proc/{self.process.pid}/fd").iterdir():
+            try:
+                if os.readlink(fd).endswith("(deleted)"):
+                    total += fd.stat().st_size
+            except OSError:
+                pass  # closed meanwhile
+        return total
 
     def output(self) -> str:
         return "".join(self.lines)[-4000:]
@@ -116,6 +132,77 @@ def test_a_large_upload_and_download_stream_through_the_server_without_growing_i
     assert stored.json()["blobId"] == hashlib.sha256(data).hexdigest() == received.hexdigest()
     growth = serve.peak_rss() - before
     assert growth < RSS_GROWTH_LIMIT, f"the server's peak memory grew by {growth / MIB:.0f} MiB for a 96 MiB body"
+
+
+def test_a_chunked_upload_under_the_limit_is_stored(server):
+    _, client = server
+    data = os.urandom(3 * MIB)
+
+    stored = client.post("/api/v1/blobs", content=chunks_of(data), headers={"Content-Type": "application/octet-stream"})
+
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["blobId"] == hashlib.sha256(data).hexdigest()
+
+
+def post_head(serve: ServeProcess, path: str, framing: str) -> socket.socket:
+    """A connection that has sent the head of a POST without credentials, framed by `framing`."""
+    sock = socket.create_connection(("127.0.0.1", serve.port), timeout=ANSWER_SECONDS)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n\r\n".encode())
+    return sock
+
+
+def read_answer(sock: socket.socket) -> tuple[str, dict]:
+    """The status line and JSON body of the server's answer (the server closes after it)."""
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        raise AssertionError(f"no answer within {ANSWER_SECONDS} s; received {received[:200]!r}") from None
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("path", "declared"),
+    [("/v1/orgs", 400 * MIB), ("/api/v1/blobs", 6 * 1024 * MIB)],
+    ids=["general limit", "blob upload limit"],
+)
+def test_a_declared_body_over_the_limit_is_refused_before_the_client_sends_it(server, path, declared):
+    serve, _ = server
+    before = serve.spooled_bytes()
+    sock = post_head(serve, path, f"Content-Length: {declared}")
+    with sock:
+        try:
+            sock.sendall(b"x" * MIB)  # the client goes on, with most of the body still to come
+        except OSError:
+            pass  # the server has answered and closed the connection
+
+        status, body = read_answer(sock)
+
+    assert status.startswith("HTTP/1.1 413 ")
+    assert body["error"] == "payload_too_large"
+    assert serve.spooled_bytes() - before < MIB
+
+
+def test_a_chunked_body_is_cut_off_once_it_passes_the_limit(server):
+    serve, _ = server
+    sock = post_head(serve, "/v1/orgs", "Transfer-Encoding: chunked")
+    sent = 0
+    with sock:
+        try:
+            while sent < 64 * MIB:  # a server that took it all would answer only after the end
+                sock.sendall(b"%x\r\n%s\r\n" % (MIB, b"x" * MIB))
+                sent += MIB
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server has answered and closed the connection
+
+        status, body = read_answer(sock)
+
+    assert status.startswith("HTTP/1.1 413 ")
+    assert body["error"] == "payload_too_large"
+    assert sent < 16 * MIB, f"{sent / MIB:.0f} MiB went in before the server refused a body over 5 MiB"
 
 
 def test_a_corrupted_download_is_cut_off_instead_of_completed(server):
