@@ -4,8 +4,10 @@ Each subscription names a stream of the event table. The consumer joins the stre
 then replays the stored events after `since`, then passes live ones on, dropping any whose
 sequence it has already sent and filling any gap from storage: no gap, no duplicate.
 Authorization uses the same selectors as REST, for every subscription, and is checked
-again every few seconds, so a revoked key, or a caller who may no longer read a target,
-stops receiving and is disconnected.
+again every few seconds (all of a connection's subscriptions in a few queries), as are the
+credentials the connection opened with, so a revoked key, a logged-out session, a changed
+password, an expired token, or a caller who may no longer read a target, stops receiving
+and is disconnected.
 
 Live events reach a process once per stream, however many of its connections subscribe:
 one channel-layer channel per process joins the stream's group (`_Fanout`) and sends each
@@ -26,6 +28,7 @@ import functools
 import json
 import logging
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,13 +39,15 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib import auth
+from django.db.models import Q
 from django.http import HttpRequest, parse_cookie
 
 from blobhub.api.errors import ApplicationError
 from blobs import events as event_store
 from blobs import policy
-from blobs.models import Blob, Event
-from orgs.authentication import principal_from_api_key, principal_from_bearer
+from blobs.models import Blob, Event, Revision
+from orgs import policy as org_policy
+from orgs.authentication import client_address, principal_from_api_key, principal_from_bearer
 from orgs.principal import Principal
 
 logger = logging.getLogger("blobhub.realtime")
@@ -65,11 +70,14 @@ class Target:
     """How `(scope, target)` maps to a stream, who may read it, and how its events look.
 
     `authorize(principal, scope_id, target_id)` raises ApplicationError when the principal
-    may not read it and returns the stream name; `render(event)` turns the stored form
+    may not read it and returns the stream name. `authorize_all(principal, refs)` gives the
+    same answers for many `(scope_id, target_id)` at once, in a few queries however many: the
+    streams of those it authorizes (the recheck's form). `render(event)` turns the stored form
     (blobs.events.render) into what the subscriber receives, the same for every subscriber.
     """
 
     authorize: Callable[[Principal, str, str], str]
+    authorize_all: Callable[[Principal, list[tuple[str, str]]], dict[tuple[str, str], str]]
     # Depends on the event only: its output is shared by every subscriber (see _notification).
     render: Callable[[dict], dict] = lambda event: event
 
@@ -110,15 +118,58 @@ def _core_targets() -> None:
         refuse_public_readers(principal, item.blob)
         return event_store.stream_name("revision", item.id)
 
-    register_target("core", "organization", Target(organization))
-    register_target("core", "blob", Target(blob))
-    register_target("core", "revision", Target(revision))
+    def organizations(principal, refs):
+        names = {ref_name(target_id) for _, target_id in refs}
+        ids = {name for name in names if isinstance(name, uuid.UUID)}
+        rows = org_policy.visible_organizations(principal).filter(Q(id__in=ids) | Q(alias__in=names - ids - {None}))
+        # Every role reads: a visible organization is one organization_get authorizes.
+        streams = {}
+        for org_id, alias in rows.values_list("id", "alias"):
+            streams[org_id] = streams[alias] = event_store.stream_name("org", org_id)
+        return {ref: streams[ref_name(ref[1])] for ref in refs if ref_name(ref[1]) in streams}
+
+    def blobs(principal, refs):
+        found = Blob.objects.filter(id__in={ref_id(target_id) for _, target_id in refs} - {None})
+        readable = policy.blobs_with_a_role(principal, list(found.exclude(status=Blob.Status.DELETING)))
+        return {ref: event_store.stream_name("blob", ref_id(ref[1])) for ref in refs if ref_id(ref[1]) in readable}
+
+    def revisions(principal, refs):
+        readable = subscribable_revisions(principal, [target_id for _, target_id in refs])
+        return {ref: event_store.stream_name("revision", ref_id(ref[1])) for ref in refs if ref_id(ref[1]) in readable}
+
+    register_target("core", "organization", Target(organization, organizations))
+    register_target("core", "blob", Target(blob, blobs))
+    register_target("core", "revision", Target(revision, revisions))
 
 
 def _uuid(value: str) -> bool:
     from blobhub.api.serializers import is_uuid
 
     return is_uuid(value)
+
+
+def ref_id(ref: str) -> uuid.UUID | None:
+    return uuid.UUID(ref) if _uuid(ref) else None
+
+
+def ref_name(ref: str) -> uuid.UUID | str | None:
+    """What a path part names, as blobhub.api.serializers.ref_lookup reads it: an id, an
+    alias, or nothing."""
+    from blobhub.api.serializers import is_alias
+
+    return ref_id(ref) or (ref if is_alias(ref) else None)
+
+
+def subscribable_revisions(principal: Principal, refs: list[str]) -> dict[uuid.UUID, Revision]:
+    """Those of the revisions named by `refs` whose streams the principal may subscribe to (as
+    selectors.revision_get and refuse_public_readers decide), by id, in three queries."""
+    revisions = list(
+        Revision.objects.select_related("blob")
+        .filter(id__in={ref_id(ref) for ref in refs} - {None})
+        .exclude(blob__status=Blob.Status.DELETING)
+    )
+    readable = policy.blobs_with_a_role(principal, [revision.blob for revision in revisions])
+    return {revision.id: revision for revision in revisions if revision.blob_id in readable}
 
 
 def _denied() -> ApplicationError:
@@ -170,31 +221,38 @@ def _same_origin(scope: dict) -> bool:
     return bool(origin and host) and urlsplit(origin).netloc == host
 
 
-def _authenticate(scope: dict) -> tuple[Principal | None, str | None]:
+# What a connection authenticated with, kept to check it again: ("key", api key),
+# ("bearer", access token) or ("session", session key).
+Credential = tuple[str, str]
+
+
+def _authenticate(scope: dict) -> tuple[Principal | None, Credential | None, str | None]:
+    """(principal, the credential it holds, subprotocol to echo)."""
     key, token, subprotocol = credentials_of(scope)
-    client = (scope.get("client") or [None])[0]
+    # Repeated headers are one list, as Django joins them for a request.
+    forwarded_for = [value for name, value in scope.get("headers", []) if name.lower() == b"x-forwarded-for"]
+    client = client_address((scope.get("client") or [None])[0], b",".join(forwarded_for).decode("latin-1") or None)
     if key:
-        return principal_from_api_key(key, client), subprotocol
+        return principal_from_api_key(key, client), ("key", key), subprotocol
     if token:
-        return principal_from_bearer(token, client), subprotocol
-    if _same_origin(scope):
-        # A session cookie rides along with any page's WebSocket: only our own pages count.
-        user = _session_user(scope)
-        if user is not None and user.is_authenticated:
-            return Principal(user=user, client_ip=client), None
-    return None, None
-
-
-def _session_user(scope: dict):
-    """The user of the console session named by the connection's cookie, if any.
-
-    Read once, when the connection opens. Channels' session middleware would do the same,
-    but it also wraps every message sent, to save a modified session; a connection that
-    only streams events never modifies it, and that check was a tenth of the fan-out's cost.
-    """
+        return principal_from_bearer(token, client), ("bearer", token), subprotocol
     session_key = parse_cookie(_headers(scope).get("cookie", "")).get(settings.SESSION_COOKIE_NAME)
-    if not session_key:
-        return None
+    # A session cookie rides along with any page's WebSocket: only our own pages count.
+    if session_key and _same_origin(scope):
+        user = _session_user(session_key)
+        if user.is_authenticated:
+            return Principal(user=user, client_ip=client), ("session", session_key), None
+    return None, None, None
+
+
+def _session_user(session_key: str):
+    """The user of the console session `session_key` (AnonymousUser once it is gone, or its
+    user's password has changed), as Django's auth reads it for a request.
+
+    Channels' session middleware would do the same, but it also wraps every message sent, to
+    save a modified session; a connection that only streams events never modifies it, and that
+    check was a tenth of the fan-out's cost.
+    """
     request = HttpRequest()
     request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
     return auth.get_user(request)
@@ -208,55 +266,77 @@ _answers: dict[tuple, tuple[float, Any]] = {}  # question -> (when answered, ans
 _asking: dict[tuple, float] = {}  # question -> when a connection started answering it
 
 
-async def _recent_answer(question: tuple, answer: Callable[[], Any], meanwhile: Any) -> Any:
-    """`answer()` (run on the database thread), as found at most RECHECK_SECONDS / 2 ago by
-    any connection of this process: a change is seen within 1.5 x RECHECK_SECONDS plus one
-    query. While one connection answers, the others keep the last answer (else `meanwhile`)."""
+async def _recent_answers(
+    questions: dict[tuple, Any], answer: Callable[[list[tuple]], dict[tuple, Any]]
+) -> dict[tuple, Any]:
+    """The answers to `questions` (each mapped to what to assume meanwhile), as found at most
+    RECHECK_SECONDS / 2 ago by any connection of this process: a change is seen within
+    1.5 x RECHECK_SECONDS plus one query. Those with no recent answer are answered together,
+    by one call of `answer` on the database thread; while a connection answers a question,
+    the others keep its last answer (else what to assume meanwhile)."""
     now = time.monotonic()
-    answered = _answers.get(question)
-    if answered is not None and now - answered[0] < RECHECK_SECONDS / 2:
-        return answered[1]
-    started = _asking.get(question)
-    if started is not None and now - started < 30:
-        return answered[1] if answered is not None else meanwhile
-    _asking[question] = now
+    found, asked = {}, []
+    for question, meanwhile in questions.items():
+        answered = _answers.get(question)
+        if answered is not None and now - answered[0] < RECHECK_SECONDS / 2:
+            found[question] = answered[1]
+        elif now - _asking.get(question, -60.0) < 30:
+            found[question] = answered[1] if answered is not None else meanwhile
+        else:
+            asked.append(question)
+    if not asked:
+        return found
+    for question in asked:
+        _asking[question] = now
     try:
-        found = await database_sync_to_async(answer)()
+        answers = await database_sync_to_async(answer)(asked)
     finally:
-        _asking.pop(question, None)
-    if len(_answers) >= 10_000:
+        for question in asked:
+            _asking.pop(question, None)
+    if len(_answers) + len(asked) > 10_000:
         _answers.clear()
-    _answers[question] = (time.monotonic(), found)
-    return found
+    answered_at = time.monotonic()
+    for question in asked:
+        _answers[question] = (answered_at, answers[question])
+    return {**found, **answers}
 
 
-async def _credentials_valid(principal: Principal) -> bool:
-    """Whether the principal's credentials still hold (they did when it connected)."""
-    if principal.api_key is None and principal.user is None:
-        return True  # an anonymous token names no row to check
-    return await _recent_answer(("valid", principal.caller_id), functools.partial(_still_valid, principal), True)
+async def _credentials_valid(principal: Principal, credential: Credential) -> bool:
+    """Whether the credential the connection opened with still holds (it did then)."""
+    question = ("valid", credential)
+    answers = await _recent_answers({question: True}, lambda asked: {question: _still_valid(principal, credential)})
+    return answers[question]
 
 
-def _still_valid(principal: Principal) -> bool:
-    if principal.api_key is not None:
+def _still_valid(principal: Principal, credential: Credential) -> bool:
+    """Whether the credential would open the connection now, for the same caller: a key not
+    revoked or expired, a token not expired whose user is active and has kept the password it
+    was issued under, a session not logged out (nor ended by a password change)."""
+    kind, secret = credential
+    if kind == "key":
         from orgs.models import ApiKey
 
         key = ApiKey.objects.filter(id=principal.api_key.id).first()
         return key is not None and key.is_usable
-    if principal.user is not None:
-        from orgs.models import User
+    if kind == "bearer":
+        again = principal_from_bearer(secret)
+        return again is not None and again.caller_id == principal.caller_id
+    user = _session_user(secret)
+    return user.is_authenticated and user.id == principal.user.id
 
-        return User.objects.filter(id=principal.user.id, is_active=True).exists()
-    return True
 
-
-def _authorized_stream(principal: Principal, key: tuple[str, str, str, str]) -> str | None:
-    """The stream the subscription `key` names for the principal now, or None if it may not read it."""
-    scope, scope_id, target, target_id = key
-    try:
-        return _targets[(scope, target)].authorize(principal, scope_id, target_id)
-    except ApplicationError:
-        return None
+def _authorized_streams(principal: Principal, questions: list[tuple]) -> dict[tuple, str | None]:
+    """For each question `(..., subscription key)`, the stream the key names for the principal
+    now, or None if it may not read it: a few queries per kind of target, however many keys."""
+    refs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for *_, (scope, scope_id, target, target_id) in questions:
+        refs.setdefault((scope, target), []).append((scope_id, target_id))
+    streams = {kind: _targets[kind].authorize_all(principal, of_kind) for kind, of_kind in refs.items()}
+    answers = {}
+    for question in questions:
+        scope, scope_id, target, target_id = question[-1]
+        answers[question] = streams[(scope, target)].get((scope_id, target_id))
+    return answers
 
 
 # --- The consumer ------------------------------------------------------------------------------
@@ -292,11 +372,12 @@ class EventsConsumer(AsyncWebsocketConsumer):
     """`/v1/ws`: JSON-RPC 2.0 over one authenticated connection."""
 
     async def connect(self) -> None:
-        principal, subprotocol = await database_sync_to_async(_authenticate)(self.scope)
+        principal, credential, subprotocol = await database_sync_to_async(_authenticate)(self.scope)
         if principal is None:
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
         self.principal = principal
+        self.credential = credential
         self.subscriptions: dict[tuple, Subscription] = {}
         self.streams: dict[str, set[tuple]] = {}
         self.lock = asyncio.Lock()
@@ -328,14 +409,15 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.streams = {}
 
     async def _recheck(self) -> None:
-        """Close the connection once its credentials stop being valid (revoked, expired) or
-        one of its subscriptions is no longer authorized (a member removed, a blob deleted);
-        have quiet subscriptions that are behind their stream catch up from storage."""
+        """Close the connection once its credentials stop being valid (revoked, expired, logged
+        out, the password changed) or one of its subscriptions is no longer authorized (a member
+        removed, a blob deleted); have quiet subscriptions that are behind their stream catch up
+        from storage."""
         try:
             while True:
                 await asyncio.sleep(RECHECK_SECONDS)
                 try:
-                    if not await _credentials_valid(self.principal):
+                    if not await _credentials_valid(self.principal, self.credential):
                         await self.close(code=CLOSE_UNAUTHORIZED)
                         return
                     if not await self._still_authorized():
@@ -352,16 +434,15 @@ class EventsConsumer(AsyncWebsocketConsumer):
             pass
 
     async def _still_authorized(self) -> bool:
-        """Whether each subscription's target still authorizes the principal, for the same stream."""
-        for subscription in list(self.subscriptions.values()):
-            stream = await _recent_answer(
-                ("authorized", self.principal.caller_id, subscription.key),
-                functools.partial(_authorized_stream, self.principal, subscription.key),
-                subscription.stream,
-            )
-            if stream != subscription.stream and self.subscriptions.get(subscription.key) is subscription:
-                return False
-        return True
+        """Whether each subscription's target still authorizes the principal, for the same stream
+        (those of the caller's not recently answered, in one trip to the database)."""
+        subscriptions = list(self.subscriptions.values())
+        questions = {("authorized", self.principal.caller_id, s.key): s.stream for s in subscriptions}
+        streams = await _recent_answers(questions, functools.partial(_authorized_streams, self.principal))
+        return all(
+            streams[question] == subscription.stream or self.subscriptions.get(subscription.key) is not subscription
+            for question, subscription in zip(questions, subscriptions)
+        )
 
     async def _check_tails(self) -> None:
         """The layer may drop a stream's last events (nothing comes after them to show the

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 from datetime import timedelta
@@ -10,6 +11,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 
 from orgs import tokens
 from orgs.models import ApiKey, User
@@ -67,7 +69,23 @@ def _touch(api_key: ApiKey) -> None:
 
 
 def client_ip(request: Request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    return client_address(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"))
+
+
+def client_address(remote_addr: str | None, forwarded_for: str | None) -> str | None:
+    """The caller's address as the throttles read it (DRF's get_ident with NUM_PROXIES, which
+    is TRUSTED_PROXIES): the address the last trusted proxy saw, from the entries those proxies
+    appended to X-Forwarded-For; the entries before them are the client's to write. None when
+    it is not an IP address (the audit log stores one)."""
+    proxies = api_settings.NUM_PROXIES or 0
+    address = remote_addr
+    if proxies and forwarded_for:
+        entries = forwarded_for.split(",")
+        address = entries[-min(proxies, len(entries))].strip()
+    try:
+        return str(ipaddress.ip_address(address or ""))
+    except ValueError:
+        return None
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

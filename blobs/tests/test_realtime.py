@@ -7,13 +7,20 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import connection
+from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 
+from blobhub.api.errors import ApplicationError
 from blobhub.asgi import application
 from blobs import realtime
-from blobs.models import Blob, BlobMember
+from blobs.models import Blob, BlobMember, Revision
 from blobs.tests.factories import BlobFactory
 from orgs import tokens
-from orgs.models import ApiKey, Membership
+from orgs.authentication import principal_from_api_key
+from orgs.models import ApiKey, Membership, User
+from orgs.principal import Principal
 from orgs.tests.factories import MembershipFactory, UserFactory, make_api_key
 from workflows.tests.support import approval_flow, commit, start_execution, upload_definition, workflow_blob
 
@@ -135,9 +142,6 @@ async def test_no_credentials_and_bad_credentials_are_refused():
 @database_sync_to_async
 def console_session(user):
     """The session cookie the console's login gives `user`."""
-    from django.conf import settings
-    from django.test import Client
-
     client = Client()
     client.force_login(user)
     return client.cookies[settings.SESSION_COOKIE_NAME].value
@@ -312,8 +316,8 @@ async def test_connections_on_one_credential_share_each_recheck_of_a_subscriptio
     monkeypatch.setattr(realtime, "RECHECK_SECONDS", 0.4)
     org, key = await database_sync_to_async(lambda: member)()
     checks = []
-    authorized_stream = realtime._authorized_stream
-    monkeypatch.setattr(realtime, "_authorized_stream", lambda *args: checks.append(args) or authorized_stream(*args))
+    authorized_streams = realtime._authorized_streams
+    monkeypatch.setattr(realtime, "_authorized_streams", lambda *args: checks.append(args) or authorized_streams(*args))
     params = {"scope": "core", "scope_id": str(org.id), "target": "organization", "target_id": str(org.id)}
     clients = [connect(key) for _ in range(20)]
     for ws in clients:
@@ -325,3 +329,155 @@ async def test_connections_on_one_credential_share_each_recheck_of_a_subscriptio
     for ws in clients:
         assert await ws.receive_nothing(timeout=0)  # all still connected
         await ws.disconnect()
+
+
+async def closed_once_its_credential_ends(headers, end=lambda: None):
+    """Connect, end the credential the connection opened with, and be closed with 4401; a new
+    connection with that credential is refused as well."""
+    ws = connect(headers=headers)
+    assert (await ws.connect())[0]
+    await database_sync_to_async(end)()
+    assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": realtime.CLOSE_UNAUTHORIZED}
+    assert await connect(headers=headers).connect() == (False, realtime.CLOSE_UNAUTHORIZED)
+
+
+@database_sync_to_async
+def console_user_and_token(org):
+    user = MembershipFactory(org=org, role="read").user
+    client = Client()
+    client.force_login(user)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return user, client, session, tokens.issue_pair(user=user)["access_token"]
+
+
+def console_headers(session):
+    return [(b"cookie", f"sessionid={session}".encode()), (b"host", b"testserver"), (b"origin", b"http://testserver")]
+
+
+def change_password(user):
+    user = User.objects.get(id=user.id)
+    user.set_password("a brand new password")
+    user.save()
+
+
+async def test_logging_out_of_the_console_closes_its_websockets(member, monkeypatch):
+    monkeypatch.setattr(realtime, "RECHECK_SECONDS", 0.1)
+    org, _ = await database_sync_to_async(lambda: member)()
+    _, client, session, _ = await console_user_and_token(org)
+    await closed_once_its_credential_ends(console_headers(session), client.logout)
+
+
+async def test_a_password_change_closes_the_websockets_of_the_users_sessions_and_login_tokens(member, monkeypatch):
+    monkeypatch.setattr(realtime, "RECHECK_SECONDS", 0.1)
+    org, _ = await database_sync_to_async(lambda: member)()
+    user, _, session, token = await console_user_and_token(org)
+    with_token = connect(headers=bearer(token))
+    assert (await with_token.connect())[0]
+    await closed_once_its_credential_ends(console_headers(session), lambda: change_password(user))
+    closed = await with_token.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": realtime.CLOSE_UNAUTHORIZED}
+
+
+async def test_a_websocket_is_closed_when_its_access_token_expires(member, monkeypatch):
+    monkeypatch.setattr(realtime, "RECHECK_SECONDS", 0.1)
+    org, _ = await database_sync_to_async(lambda: member)()
+    user, _, _, _ = await console_user_and_token(org)
+    with override_settings(ACCESS_TOKEN_TTL_SECONDS=1):
+        token = await database_sync_to_async(lambda: tokens.issue_pair(user=user)["access_token"])()
+    await closed_once_its_credential_ends(bearer(token))  # within a second and a recheck
+
+
+async def test_the_recheck_authorizes_every_target_as_subscription_add_does(member):
+    org, key = await database_sync_to_async(lambda: member)()
+    blob_id, revision_id, execution_id = await public_snapshot_with_a_run(key, org)
+
+    def compare():
+        from workflows.models import Session
+        from workflows.services.sessions import session_create
+
+        owner = principal_from_api_key(key)
+        revision = Revision.objects.get(id=revision_id)
+        session_create(principal=owner, revision=revision, alias=None, description="no alias")
+        session_id = str(Session.objects.get(alias="live-session").id)
+        readable = [  # by the owner
+            ("core", str(org.id), "organization", str(org.id)),
+            ("core", str(org.id), "organization", org.alias),
+            ("core", str(org.id), "blob", blob_id),
+            ("core", revision_id, "revision", revision_id),
+            ("revision", revision_id, "session", "live-session"),
+            ("revision", revision_id, "session", session_id),
+            ("revision", revision_id, "execution", execution_id),
+        ]
+        absent = "00000000-0000-4000-8000-000000000000"
+        keys = readable + [
+            ("core", str(org.id), "organization", "no-such-org"),
+            ("core", str(org.id), "blob", absent),
+            ("core", revision_id, "revision", "!!"),
+            ("revision", revision_id, "session", "!!"),  # names no session, not the one without an alias
+            ("revision", absent, "session", "live-session"),
+            ("revision", revision_id, "execution", absent),
+            ("revision", "!!", "execution", execution_id),
+        ]
+        blob_member = UserFactory()
+        BlobMember.objects.create(org=org, blob_id=blob_id, user=blob_member, role="read")
+        other_blob = BlobFactory(org=org)
+        principals = [
+            owner,
+            Principal(user=MembershipFactory(org=org, role="read").user),
+            Principal(user=blob_member),
+            principal_from_api_key(make_api_key(org, "read", blob_id=blob_id)[1]),
+            principal_from_api_key(make_api_key(org, "read", blob=other_blob)[1]),
+            Principal(user=UserFactory()),  # reads the blob only because it is public
+            principal_from_api_key(make_api_key(MembershipFactory().org, "write")[1]),
+            Principal(anonymous_id="visitor"),
+        ]
+
+        def one_by_one(principal):
+            answers = {}
+            for key_ in keys:
+                try:
+                    answers[key_] = realtime._targets[(key_[0], key_[2])].authorize(principal, key_[1], key_[3])
+                except ApplicationError:
+                    answers[key_] = None
+            return answers
+
+        def all_at_once(principal):
+            answers = realtime._authorized_streams(principal, [("authorized", key_) for key_ in keys])
+            return {question[-1]: stream for question, stream in answers.items()}
+
+        assert [key_ for key_, stream in one_by_one(owner).items() if stream] == readable
+        for principal in principals:
+            assert all_at_once(principal) == one_by_one(principal), principal.label
+        Blob.objects.filter(id=blob_id).update(status=Blob.Status.DELETING)
+        for principal in principals:
+            assert all_at_once(principal) == one_by_one(principal), principal.label
+
+    await database_sync_to_async(compare)()
+
+
+async def test_rechecking_a_hundred_subscriptions_is_a_handful_of_queries(member):
+    org, _ = await database_sync_to_async(lambda: member)()
+
+    def recheck_queries():
+        user = MembershipFactory(org=org, role="read").user
+        blobs = BlobFactory.create_batch(realtime.MAX_SUBSCRIPTIONS // 2, org=org)
+        revisions = Revision.objects.filter(blob__in=blobs)
+        questions = [("authorized", ("core", str(org.id), "blob", str(blob.id))) for blob in blobs]
+        questions += [("authorized", ("core", str(r.id), "revision", str(r.id))) for r in revisions]
+        with CaptureQueriesContext(connection) as queries:
+            streams = realtime._authorized_streams(Principal(user=user), questions)
+        assert all(streams.values()) and len(streams) == realtime.MAX_SUBSCRIPTIONS
+        return len(queries)
+
+    assert await database_sync_to_async(recheck_queries)() <= 6
+
+
+async def test_the_connections_client_address_is_the_one_the_trusted_proxy_saw(member):
+    _, key = await database_sync_to_async(lambda: member)()
+    headers = [(b"x-api-key", key.encode()), (b"x-forwarded-for", b"203.0.113.66, 198.51.100.7")]
+    scope = {"client": ["10.0.0.2", 50000], "headers": headers}
+    with override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}):
+        principal, _, _ = await database_sync_to_async(realtime._authenticate)(scope)
+    assert principal.client_ip == "198.51.100.7"  # not the entry the client wrote
+    principal, _, _ = await database_sync_to_async(realtime._authenticate)(scope)
+    assert principal.client_ip == "10.0.0.2"  # no trusted proxy: the header is ignored

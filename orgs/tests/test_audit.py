@@ -91,6 +91,23 @@ def test_a_mutating_route_leaves_one_audit_entry_naming_actor_action_target_and_
     assert started <= entry.created_at <= timezone.now()
 
 
+@pytest.mark.parametrize(
+    ("proxies", "forwarded_for", "recorded"),
+    [
+        (0, "203.0.113.66, 198.51.100.7", "10.0.0.2"),  # no trusted proxy: the header is the client's
+        (1, "203.0.113.66, 198.51.100.7", "198.51.100.7"),  # the client wrote the first entry
+        (1, "not an address", None),
+    ],
+)
+def test_the_audit_log_records_the_address_the_last_trusted_proxy_saw(settings, proxies, forwarded_for, recorded):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": proxies}  # TRUSTED_PROXIES
+    world = build_world()
+    headers = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": forwarded_for}
+    answer = api(as_user(world.admin), "POST", "orgs", {"alias": "audit-new-org", "name": "N"}, **headers)
+    assert_success(answer, 201)
+    assert AuditEntry.objects.get(action="organization.create").client_ip == recorded
+
+
 def _fill_body(world: World, body: dict) -> dict:
     return {key: _fill(world, value) if isinstance(value, str) else value for key, value in body.items()}
 
