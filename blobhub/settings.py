@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "blobhub",
+    "blobhub.console",
     "orgs",
     "blobs",
     "workflows",

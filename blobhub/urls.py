@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/v1/", include(content_urls)),
     path("healthz", healthz),
     path("admin/", admin.site.urls),
+    path("console/", include("blobhub.console.urls")),
 ]
 
 handler400 = "blobhub.api.views.bad_request"

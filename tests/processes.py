@@ -4,6 +4,7 @@ Everything waits on a condition with a deadline instead of sleeping a fixed time
 a process that dies early fails the wait at once with the tail of its output.
 """
 
+import os
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import pytest
 
 T = TypeVar("T")
 
@@ -125,3 +127,14 @@ class LineReader:
 
     def _tail(self) -> str:
         return "\n".join(self.lines[-40:])
+
+
+def require(missing: list[str], what: str) -> None:
+    """Skip `what` when something it needs is missing, or fail when CI requires it all
+    (BLOBHUB_REQUIRE_INTEGRATION)."""
+    if not missing:
+        return
+    reason = f"{what} need {' and '.join(missing)}"
+    if os.environ.get("BLOBHUB_REQUIRE_INTEGRATION"):
+        pytest.fail(reason)
+    pytest.skip(reason)

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 
 from blobhub.celery import app as celery_app
-from tests.processes import free_port, http_ok, log_tail, stop, wait_for
+from tests.processes import free_port, http_ok, log_tail, require, stop, wait_for
 
 STARTUP_TIMEOUT = 60
 STOP_TIMEOUT = 20
@@ -35,12 +35,7 @@ def integration_services() -> None:
         missing.append("DATABASE_URL naming PostgreSQL")
     if not settings.REDIS_URL:
         missing.append("REDIS_URL")
-    if not missing:
-        return
-    reason = f"integration tests need {' and '.join(missing)}"
-    if os.environ.get("BLOBHUB_REQUIRE_INTEGRATION"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+    require(missing, "integration tests")
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,8 @@ class Command(BaseCommand):
                 [
                     "",
                     "First start: created an admin user and a demo organization.",
-                    f"  admin console:  /admin/  user '{created.username}'  password '{created.password}'",
+                    f"  sign in:        user '{created.username}'  password '{created.password}'",
+                    "  web console:    /console/   (Django admin: /admin/)",
                     f"  organization:   {created.org_alias}",
                     f"  write API key:  {created.api_key}",
                     "  try:           curl -H 'X-API-Key: <key>' http://127.0.0.1:8000/v1/users/me",

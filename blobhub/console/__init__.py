@@ -1,0 +1,1 @@
+"""The web console: a login form and one page that drives the REST and WebSocket APIs."""
