@@ -241,6 +241,9 @@ def _refuse_oversized_bodies(WebRequest) -> None:
     def requestReceived(self, command, path, version):
         # A chunked body can end in the same read that took it past its limit.
         if not self._body_refused:
+            # Twisted would read a form POST's whole body into memory to parse `request.args`,
+            # which neither daphne nor Django reads: unauthenticated, up to the route's limit.
+            self._parsePOSTFormSubmission = False
             request_received(self, command, path, version)
 
     WebRequest.gotLength = gotLength

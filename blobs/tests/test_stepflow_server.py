@@ -134,6 +134,23 @@ def test_a_large_upload_and_download_stream_through_the_server_without_growing_i
     assert growth < RSS_GROWTH_LIMIT, f"the server's peak memory grew by {growth / MIB:.0f} MiB for a 96 MiB body"
 
 
+def test_a_form_body_is_not_read_into_the_servers_memory(server):
+    # Twisted parses form POSTs in memory unless told not to; the body is refused (not a
+    # Stepflow content type) without the server's memory growing with it.
+    serve, client = server
+    before = serve.peak_rss()
+
+    answer = client.post(
+        "/api/v1/blobs",
+        content=chunks_of(b"-" * BODY_SIZE),
+        headers={"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(BODY_SIZE)},
+    )
+
+    assert answer.status_code in (400, 413, 415), answer.text  # refused by the view, after the spool
+    growth = serve.peak_rss() - before
+    assert growth < RSS_GROWTH_LIMIT, f"the server's peak memory grew by {growth / MIB:.0f} MiB for a 96 MiB form body"
+
+
 def test_a_chunked_upload_under_the_limit_is_stored(server):
     _, client = server
     data = os.urandom(3 * MIB)
