@@ -351,3 +351,20 @@ def test_other_methods_than_post_are_refused_as_json_rpc(rpc):
 
     assert response.status_code == 405
     assert response.json()["error"]["code"] == -32005 and response.json()["id"] is None
+
+
+def test_the_web_consoles_session_writes_to_both_content_surfaces_with_its_csrf_token():
+    from django.test import Client
+
+    member = MembershipFactory(role="write")
+    console = Client(enforce_csrf_checks=True)
+    console.force_login(member.user)
+    console.get("/console/")  # sets the csrftoken cookie, as for the console's script
+    token = console.cookies["csrftoken"].value
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "create_blob", "params": {"content": "hi", "kind": "text"}}
+
+    for path, body in (("/v1/rpc", rpc), ("/api/v1/blobs", {"data": {"a": 1}})):
+        refused = console.post(path, json.dumps(body), content_type="application/json")
+        assert refused.status_code == 403, (path, refused.content)
+        written = console.post(path, json.dumps(body), content_type="application/json", HTTP_X_CSRFTOKEN=token)
+        assert written.status_code == 200 and "error" not in written.json(), (path, written.content)
