@@ -1,6 +1,8 @@
 """The console's pages. Everything past the login is the single page (static/console/console.js),
 which calls /v1/ with the session cookie and the CSRF token, as any other client would."""
 
+from urllib.parse import urlsplit
+
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, LogoutView
 from django.http import HttpRequest, HttpResponse
@@ -27,6 +29,11 @@ class ConsoleLoginView(LoginView):
     template_name = "console/login.html"
     redirect_authenticated_user = True
     next_page = reverse_lazy("console:index")
+
+    def get_redirect_url(self) -> str:
+        # A `next` back to this page would loop, which Django refuses with a 500: use next_page.
+        url = super().get_redirect_url()
+        return "" if url and urlsplit(url).path == self.request.path else url
 
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         # The same bucket as POST /v1/auth/login: a guesser gains nothing by switching door.

@@ -109,6 +109,18 @@ def test_a_user_signs_in_creates_a_workflow_blob_and_watches_its_commit_live(pag
     expect(first.get_by_role("button", name="Snapshot")).to_be_visible()
     assert page.evaluate("window.notReloaded") is True
 
+    # A commit that fails shows its reason live: an ONNX blob has no model to validate yet.
+    page.get_by_role("link", name="demo-org").click()
+    new_blob.get_by_label("Alias").fill("console-model")
+    new_blob.get_by_label("Type").select_option("blobhub.model.onnx")
+    new_blob.get_by_role("button", name="New blob").click()
+    expect(page).to_have_url(re.compile(r"#/orgs/demo-org/blobs/console-model$"))
+    expect(first.locator(".status")).to_have_text("ready")
+    expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    first.get_by_role("button", name="Commit").click()
+    expect(first.locator(".status")).to_contain_text("no processed model", timeout=LIVE_TIMEOUT_MS)
+    assert page.evaluate("window.notReloaded") is True
+
 
 def test_an_api_key_is_shown_once_works_and_stops_working_when_revoked(page, demo_user, asgi_server):
     from playwright.sync_api import expect

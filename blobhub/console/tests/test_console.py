@@ -103,3 +103,11 @@ def test_the_console_assets_are_served(path, media_type):
     answer = Client().get(path)
     assert answer.status_code == 200
     assert answer["Content-Type"].startswith(media_type)
+
+
+def test_a_next_back_to_the_login_page_sends_a_signed_in_user_to_the_console(throttle_cache):
+    client = Client()
+    sign_in(client, UserFactory().username)
+    # Django refuses to redirect the login page to itself (a 500): the console is the way out.
+    answer = client.get("/console/login/?next=/console/login/")
+    assert answer.status_code == 302 and answer["Location"] == "/console/"

@@ -103,10 +103,14 @@ async function api(method, path, body) {
 
 const live = { socket: null, nextId: 1, pending: new Map(), subscriptions: new Map(), retries: 0 };
 
+// A subscription the server refused (the blob deleted, access removed) is not asked for again.
+const wanted = () => [...live.subscriptions.values()].filter((sub) => !sub.refused);
+
 function setBadge() {
   const open = live.socket?.readyState === WebSocket.OPEN;
-  const ready = [...live.subscriptions.values()].every((sub) => sub.ready);
-  const state = !open ? (live.socket ? "connecting" : "offline") : ready ? "live" : "connecting";
+  const refused = wanted().length < live.subscriptions.size;
+  const ready = wanted().every((sub) => sub.ready);
+  const state = refused ? "offline" : !open ? (live.socket ? "connecting" : "offline") : ready ? "live" : "connecting";
   badge.dataset.state = state;
   badge.textContent = state;
 }
@@ -117,7 +121,7 @@ function liveConnect() {
   setBadge();
   socket.addEventListener("open", () => {
     live.retries = 0;
-    live.subscriptions.forEach(liveAdd);
+    wanted().forEach(liveAdd);
     setBadge();
   });
   socket.addEventListener("message", (message) => liveReceive(JSON.parse(message.data)));
@@ -129,7 +133,7 @@ function liveConnect() {
     setBadge();
     if (event.code === 4401) {
       showError(new Error("Live updates are unavailable: sign in again."));
-    } else if (live.subscriptions.size) {
+    } else if (wanted().length) {
       setTimeout(liveConnect, Math.min(30000, 1000 * 2 ** live.retries++));
     }
   });
@@ -150,7 +154,7 @@ function liveReceive(message) {
   } else if (live.pending.has(message.id)) {
     const { resolve, reject } = live.pending.get(message.id);
     live.pending.delete(message.id);
-    if (message.error) reject(new Error(message.error.message));
+    if (message.error) reject(Object.assign(new Error(message.error.message), { refused: true }));
     else resolve(message.result);
   }
 }
@@ -165,7 +169,9 @@ async function liveAdd(sub) {
     setBadge();
     await sub.onReady();
   } catch (error) {
-    showError(error);
+    sub.refused = Boolean(error.refused); // the server answered no: asking again will not help
+    setBadge();
+    showError(sub.refused ? new Error(`Live updates stopped: ${error.message}`) : error);
   }
 }
 
@@ -358,14 +364,25 @@ async function showBlob(orgRef, blobRef) {
     metadataBody.replaceChildren(trs.length ? table(["Key", "Value", "Updated", ""], trs) : h("p", {}, "No metadata."));
   }
 
-  // A status change is applied in place; anything else reloads what it touches.
+  // Redraws one revision's row from the API (the event carries no failure reason). Answers to
+  // earlier events that come late are dropped; if the revision cannot be read, reload all.
+  const asked = new Map(); // revision id -> the number of its latest request
+  async function refreshRevision(id) {
+    const request = (asked.get(id) ?? 0) + 1;
+    asked.set(id, request);
+    const { revision } = await api("GET", `revisions/${enc(id)}`);
+    const entry = rows.get(id);
+    if (asked.get(id) !== request || !entry) return;
+    const row = revisionRow(revision, loadRevisions);
+    entry.row.replaceWith(row);
+    rows.set(id, { revision, row });
+  }
+
+  // A revision's change redraws its row; anything else reloads what it touches.
   function onEvent(event) {
-    const entry = rows.get(event.data?.revision_id);
-    if (event.type === "revision.updated" && entry) {
-      entry.revision = { ...entry.revision, phase: event.data.phase, status: event.data.status };
-      const row = revisionRow(entry.revision, loadRevisions);
-      entry.row.replaceWith(row);
-      entry.row = row;
+    const id = event.data?.revision_id;
+    if (event.type === "revision.updated" && rows.has(id)) {
+      refreshRevision(id).catch(() => loadRevisions().catch(showError));
     } else if (event.type.startsWith("revision.") || event.type.startsWith("blob.")) {
       loadRevisions().catch(showError);
     } else if (event.type === "metadata.changed") {
@@ -394,7 +411,7 @@ async function showBlob(orgRef, blobRef) {
   const leave = subscribe(
     { scope: "core", scope_id: blob.org_id, target: "blob", target_id: blob.id },
     onEvent,
-    loadRevisions,
+    () => Promise.all([loadRevisions(), loadMetadata()]),
   );
   const nodes = [
     h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Organizations"), " / ", h("a", { href: `#/orgs/${enc(orgRef)}` }, orgRef), " / ", blob.alias),
