@@ -4,7 +4,6 @@ import json
 import uuid
 
 import pytest
-from django.db.models import QuerySet
 from django.test import Client
 from django.urls import reverse
 
@@ -25,6 +24,7 @@ from blobs.tests.support import (
 )
 from orgs.models import ApiKey, Membership, Role
 from orgs.tests.factories import UserFactory
+from orgs.tests.support import another_add_just_committed
 
 pytestmark = pytest.mark.django_db
 
@@ -86,16 +86,7 @@ def test_a_user_is_a_member_of_a_blob_once(world: World):
 
 
 def test_of_two_concurrent_adds_of_the_same_blob_member_the_loser_gets_a_conflict(world: World, monkeypatch):
-    real_exists = QuerySet.exists
-
-    def misses_the_other_add(queryset) -> bool:
-        if queryset.model is not BlobMember:
-            return real_exists(queryset)
-        # The other add committed just after this check looked: only the insert finds the row.
-        monkeypatch.setattr(QuerySet, "exists", real_exists)
-        return False
-
-    monkeypatch.setattr(QuerySet, "exists", misses_the_other_add)
+    another_add_just_committed(monkeypatch, BlobMember)
     before = db_snapshot()
     answer = api(as_user(world.admin), "POST", f"{BLOB}/members", {"user_id": str(world.member.id), "role": "admin"})
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -64,6 +65,20 @@ def assert_success(response, status: int = 200) -> dict:
     body = response.json()
     assert body["status"] == "success"
     return body
+
+
+def another_add_just_committed(monkeypatch, model) -> None:
+    """Simulate a concurrent add of the same row: the next `exists()` check on `model` misses
+    it (the other add committed just after the check looked), so only the insert finds it."""
+    real_exists = QuerySet.exists
+
+    def misses_the_other_add(queryset) -> bool:
+        if queryset.model is not model:
+            return real_exists(queryset)
+        monkeypatch.setattr(QuerySet, "exists", real_exists)
+        return False
+
+    monkeypatch.setattr(QuerySet, "exists", misses_the_other_add)
 
 
 def db_snapshot() -> dict:

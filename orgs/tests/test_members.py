@@ -1,11 +1,10 @@
 """Org members: add, change role, remove, and an org never loses its last admin."""
 
 import pytest
-from django.db.models import QuerySet
 
 from orgs.models import Membership
 from orgs.tests.factories import MembershipFactory, OrganizationFactory, UserFactory
-from orgs.tests.support import api, as_user, assert_error, assert_success, db_snapshot
+from orgs.tests.support import another_add_just_committed, api, as_user, assert_error, assert_success, db_snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -46,16 +45,7 @@ def test_adding_a_member_twice_is_a_conflict_that_changes_nothing(org, admin):
 
 def test_of_two_concurrent_adds_of_the_same_user_the_loser_gets_a_conflict(org, admin, monkeypatch):
     member = MembershipFactory(org=org, role="read").user
-    real_exists = QuerySet.exists
-
-    def misses_the_other_add(queryset) -> bool:
-        if queryset.model is not Membership:
-            return real_exists(queryset)
-        # The other add committed just after this check looked: only the insert finds the row.
-        monkeypatch.setattr(QuerySet, "exists", real_exists)
-        return False
-
-    monkeypatch.setattr(QuerySet, "exists", misses_the_other_add)
+    another_add_just_committed(monkeypatch, Membership)
     before = db_snapshot()
     answer = api(as_user(admin), "POST", "orgs/acme-corp/members", {"user_id": str(member.id), "role": "admin"})
 
