@@ -1,10 +1,9 @@
 import functools
-import math
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 
-from blobhub.api.throttling import LoginRateThrottle
+from blobhub.api.throttling import login_refused
 from blobhub.models import IdempotencyRecord
 
 
@@ -21,10 +20,9 @@ def login_throttled(login):
 
     @functools.wraps(login)
     def view(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        throttle = LoginRateThrottle()
-        if request.method == "POST" and not throttle.allow_request(request, None):
+        if request.method == "POST" and (wait := login_refused(request)) is not None:
             refused = HttpResponse("Too many login attempts: retry later.", status=429, content_type="text/plain")
-            refused["Retry-After"] = str(math.ceil(throttle.wait() or throttle.duration))
+            refused["Retry-After"] = str(wait)
             return refused
         return login(request, extra_context)
 

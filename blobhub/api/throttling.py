@@ -1,5 +1,7 @@
 """Rate limits per principal (429 with Retry-After), counted in the shared cache."""
 
+import math
+
 from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -27,3 +29,12 @@ class LoginRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request, view) -> str:
         return f"throttle:{self.scope}:{self.get_ident(request)}"
+
+
+def login_refused(request) -> int | None:
+    """For a login form outside DRF (Django admin, the console): the seconds to wait when this
+    attempt is over the `auth/login` bucket of its address, else None (the attempt counts)."""
+    throttle = LoginRateThrottle()  # DRF throttles read only request.META
+    if throttle.allow_request(request, None):
+        return None
+    return max(1, math.ceil(throttle.wait() or throttle.duration))

@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.urls import reverse_lazy
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from blobhub.api.throttling import LoginRateThrottle
+from blobhub.api.throttling import login_refused
 
 # The page loads nothing but our own script and style, and talks only to this server
 # (CSP 3 `'self'` includes ws:// and wss:// to the same host).
@@ -37,12 +37,11 @@ class ConsoleLoginView(LoginView):
 
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         # The same bucket as POST /v1/auth/login: a guesser gains nothing by switching door.
-        throttle = LoginRateThrottle()
-        if not throttle.allow_request(request, None):
+        if (wait := login_refused(request)) is not None:
             response = render(
                 request, "console/login.html", {"form": self.get_form_class()(request), "throttled": True}, status=429
             )
-            response["Retry-After"] = str(max(1, round(throttle.wait() or 1)))
+            response["Retry-After"] = str(wait)
             return _with_policy(response)
         return super().post(request, *args, **kwargs)
 
