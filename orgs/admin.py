@@ -2,16 +2,12 @@
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from blobs.admin import operator
-from blobs.models import Blob
-from blobs.services.blobs import blob_remove
-from orgs.audit import audit
 from orgs.models import ApiKey, AuditEntry, Credential, Membership, Organization, User
-from orgs.principal import Principal
+from orgs.services import organization_remove
 
 
 @admin.register(User)
@@ -34,20 +30,11 @@ class OrganizationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
     def delete_model(self, request: HttpRequest, obj: Organization) -> None:
-        organization_delete_by_operator(principal=operator(request), org=obj)
+        organization_remove(principal=operator(request), org=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
         for org in queryset:
-            organization_delete_by_operator(principal=operator(request), org=org)
-
-
-@transaction.atomic
-def organization_delete_by_operator(*, principal: Principal, org: Organization) -> None:
-    """Blobs first, the way blob deletes go: the cascade alone trips the guard on committed manifests."""
-    for blob in Blob.objects.filter(org=org).select_related("org"):
-        blob_remove(principal=principal, blob=blob)
-    audit(principal, "organization.delete", org, changes={"alias": org.alias})
-    org.delete()
+            organization_remove(principal=operator(request), org=org)
 
 
 @admin.register(Membership)
