@@ -97,6 +97,20 @@ class ApiView(APIView):
         return success(headers={"Allow": ", ".join(self.allowed_methods)})
 
 
+class ApiKeyCreatingApi(ApiView):
+    """A view that creates API keys (for an org or for one blob): the answer shows the
+    secret, once; it is never stored, so an Idempotency-Key replay names the key without it."""
+
+    def created(self, api_key, secret: str, serializer) -> Response:
+        api_key.key = secret
+        return success(201, api_key=serializer(api_key).data)
+
+    def replayable(self, body):
+        if isinstance(body, dict) and isinstance(body.get("api_key"), dict):
+            return {**body, "api_key": {k: v for k, v in body["api_key"].items() if k != "key"}}
+        return body
+
+
 @csrf_exempt  # otherwise a POST without a CSRF token gets Django's HTML 403 instead of this 404
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("not_found", "There is no such route."), status=404)

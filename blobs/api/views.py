@@ -13,7 +13,7 @@ from blobhub.api.errors import AccessDenied, ApplicationError, InvalidRequest
 from blobhub.api.parsers import unstorable
 from blobhub.api.schema import ERRORS, IDEMPOTENCY_PARAMETER, IF_MATCH_PARAMETER, PAGE_PARAMETERS, envelope
 from blobhub.api.serializers import is_uuid, parse
-from blobhub.api.views import ApiView, etag_header, if_match, paginated, success
+from blobhub.api.views import ApiKeyCreatingApi, ApiView, etag_header, if_match, paginated, success
 from blobs import limits, policy, selectors
 from blobs.api import serializers as s
 from blobs.channel import BinaryAnswer, dispatch
@@ -21,7 +21,6 @@ from blobs.models import Blob, BlobMember, BlobMetadata, Revision, RevisionMetad
 from blobs.registry import limits_for
 from blobs.services import access, blobs as blob_services, metadata as metadata_services, operations, revisions
 from orgs import selectors as org_selectors, services as org_services
-from orgs.api.views import ApiKeyCreatingApi
 from orgs.authentication import principal_of
 from orgs.models import ApiKey, Role
 

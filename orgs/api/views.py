@@ -10,7 +10,7 @@ from blobhub.api.errors import ApplicationError
 from blobhub.api.schema import ERRORS, IDEMPOTENCY_PARAMETER, IF_MATCH_PARAMETER, PAGE_PARAMETERS, envelope
 from blobhub.api.serializers import parse
 from blobhub.api.throttling import LoginRateThrottle
-from blobhub.api.views import ApiView, etag_header, if_match, paginated, success
+from blobhub.api.views import ApiKeyCreatingApi, ApiView, etag_header, if_match, paginated, success
 from orgs import selectors, services, tokens
 from orgs.api import serializers as s
 from orgs.authentication import principal_of
@@ -174,20 +174,6 @@ class MemberDetailApi(ApiView):
 
 
 # --- API keys ----------------------------------------------------------------------------------
-
-
-class ApiKeyCreatingApi(ApiView):
-    """A view that creates API keys (for an org or for one blob): the answer shows the
-    secret, once; it is never stored, so an Idempotency-Key replay names the key without it."""
-
-    def created(self, api_key, secret: str, serializer) -> Response:
-        api_key.key = secret
-        return success(201, api_key=serializer(api_key).data)
-
-    def replayable(self, body):
-        if isinstance(body, dict) and isinstance(body.get("api_key"), dict):
-            return {**body, "api_key": {k: v for k, v in body["api_key"].items() if k != "key"}}
-        return body
 
 
 class ApiKeyListApi(ApiKeyCreatingApi):
