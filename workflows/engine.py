@@ -18,7 +18,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from blobhub.api.parsers import unstorable
 from blobs import events, store
 from workflows import values
 from workflows.components.base import ComponentError, component_class
@@ -464,16 +463,14 @@ def _typed_outputs(cls, outputs: dict):
         if not values.conforms(value_type, plain):
             return None, {"code": "invalid_output", "message": f"The output {route!r} is not a {value_type}."}
         typed[route] = values.wrap(value_type, plain)
-    if (problem := unstorable(typed)) is not None:
-        # A NUL is JSON, but PostgreSQL's jsonb (StepRun.outputs, Execution.output) refuses it.
-        return None, {"code": "invalid_output", "message": f"The outputs cannot be stored. {problem}"}
+    # NaN, an infinity (onnx.infer, JMESPath), a NUL, an object JSON has no form for: a failure
+    # of the step like any other, never an exception that leaves it running.
     try:
-        size = len(store.canonical_json(typed))
-    except (TypeError, ValueError):
-        # NaN, an infinity (onnx.infer, a JMESPath sum) or an object JSON has no form for: a
-        # failure of the step like any other, never an exception that leaves it running.
-        message = "The outputs are not JSON: a number is NaN or infinite, or a value has no JSON form."
-        return None, {"code": "invalid_output", "message": message}
+        size = values.stored_size(typed)
+    except store.NotJson as exc:
+        return None, {"code": "invalid_output", "message": f"The outputs cannot be stored. {exc.message}"}
+    except TypeError:
+        return None, {"code": "invalid_output", "message": "The outputs are not JSON: a value has no JSON form."}
     limit = settings.WORKFLOW_MAX_VALUE_BYTES
     if size > limit:
         return None, {"code": "output_too_large", "message": f"The outputs exceed {limit} bytes; store large values as blobs."}

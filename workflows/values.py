@@ -2,6 +2,9 @@
 
 from typing import Any
 
+from blobhub.api.parsers import unstorable
+from blobs.store import NotJson, canonical_json
+
 # The key that carries each type's payload in its typed form.
 PAYLOAD_KEY = {
     "text": "text",
@@ -89,3 +92,11 @@ def wrap(value_type: str, plain: Any) -> dict:
 
 def _is_sha256(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def stored_size(typed: Any) -> int:
+    """The size of a value as stored (its canonical JSON); NotJson when no record could hold
+    it: NaN or an infinity, a lone surrogate, or a NUL (which PostgreSQL's jsonb refuses)."""
+    if (problem := unstorable(typed)) is not None:
+        raise NotJson(problem)
+    return len(canonical_json(typed))

@@ -13,7 +13,7 @@ from blobhub.api.errors import AccessDenied, ApplicationError, InvalidRequest
 from blobhub.api.serializers import is_uuid
 from blobs import limits, policy, selectors
 from blobs.models import BlobType, ManifestEntry, Revision
-from blobs.store import NotJson, canonical_json, read_bytes
+from blobs.store import NotJson, read_bytes
 from orgs.models import ApiKey, Role
 from orgs.principal import Principal
 from workflows import engine, values
@@ -87,10 +87,10 @@ def _input_value(typed: Any, path: str) -> dict:
     """A well-formed typed value within WORKFLOW_MAX_VALUE_BYTES, as any step output is."""
     try:
         values.unwrap(typed)
-        size = len(canonical_json(typed))
+        size = values.stored_size(typed)
     except values.ValueError_ as exc:
         raise InvalidRequest(str(exc), [{"path": path, "message": str(exc)}]) from None
-    except NotJson as exc:  # 1e400 (an infinity), a lone surrogate: JSON cannot hold them
+    except NotJson as exc:  # 1e400 (an infinity), a lone surrogate, a NUL: no record holds them
         raise InvalidRequest(exc.message, [{"path": path, "message": exc.message}]) from None
     limit = settings.WORKFLOW_MAX_VALUE_BYTES
     if size > limit:
