@@ -80,7 +80,7 @@ def upload(ctx: DataContext, args: dict) -> dict:
         raise ApplicationError("payload_too_large", "upload takes at most 4 MiB: use initiate_upload.", status=413)
     folder = settings.DATA_DIR / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=folder, prefix="onnx-upload-")
+    fd, name = tempfile.mkstemp(dir=folder, prefix=transfers.DIRECT_PREFIX)
     written = 0
     with os.fdopen(fd, "wb") as out:
         while chunk := ctx.body.read(1024 * 1024):

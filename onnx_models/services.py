@@ -135,7 +135,7 @@ def _remove_direct_orphans(cutoff: datetime) -> None:
     """Bodies of `upload` whose processing never came (their blob was deleted first)."""
     waiting = Operation.objects.filter(type="upload", status__in=LIVE, arguments__has_key="direct_path")
     queued = {Path(arguments["direct_path"]).name for arguments in waiting.values_list("arguments", flat=True)}
-    for path in (settings.DATA_DIR / "tmp").glob("onnx-upload-*"):
+    for path in (settings.DATA_DIR / "tmp").glob(f"{transfers.DIRECT_PREFIX}*"):
         with contextlib.suppress(FileNotFoundError):  # processing took it meanwhile
             if path.name not in queued and path.stat().st_mtime < cutoff.timestamp():
                 path.unlink()

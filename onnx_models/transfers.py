@@ -90,8 +90,15 @@ def verify(kind: str, subject: str, index: int, query) -> Part | None:
 ARCHIVE = "archive"
 
 
+DIRECT_PREFIX = "onnx-upload-"  # bodies of `upload`, in the data dir's tmp/ until processed
+
+
+def uploads_root() -> Path:
+    return settings.DATA_DIR / "uploads"
+
+
 def parts_dir(operation_id: str) -> Path:
-    return settings.DATA_DIR / "uploads" / str(operation_id)
+    return uploads_root() / str(operation_id)
 
 
 def store_part(operation_id: str, part: Part, stream) -> str:
@@ -153,7 +160,7 @@ def discard(operation_id: str) -> None:
 
 def parts_dirs() -> list[str]:
     """The operation ids that have parts on the file store."""
-    root = settings.DATA_DIR / "uploads"
+    root = uploads_root()
     return [path.name for path in root.iterdir()] if root.is_dir() else []
 
 
