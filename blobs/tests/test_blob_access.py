@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from blobhub.models import IdempotencyRecord
+from blobs.limits import CORE_LIMITS
 from blobs.models import BlobMember, ManifestEntry, StoredObject
 from blobs.services import content
 from blobs.tests.support import (
@@ -221,7 +222,7 @@ def test_a_blob_at_its_key_limit_gets_no_new_key_and_the_limits_route_lists_it(w
     groups = assert_success(api(as_user(world.admin), "GET", f"{BLOB}/limits"))["groups"]
     core = {item["id"]: item["value"] for group in groups if group["id"] == "core" for item in group["limits"]}
     assert core["core.api_keys_per_blob"] == 1
-    assert core["core.members_per_blob"] == 1_000
+    assert core["core.members_per_blob"] == CORE_LIMITS["core.members_per_blob"]  # the default, unchanged
 
 
 def test_an_idempotent_replay_of_a_blob_key_creation_does_not_show_or_store_the_secret(world: World):

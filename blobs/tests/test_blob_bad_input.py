@@ -4,7 +4,12 @@ import json
 import uuid
 
 import pytest
+from django.test import RequestFactory
+from rest_framework.request import Request
 
+from blobhub.api.errors import AccessDenied
+from blobhub.api.views import STALE, if_match
+from blobs import selectors
 from blobs.models import Blob, BlobMetadata
 from blobs.tests.support import (
     WORKFLOW,
@@ -19,6 +24,7 @@ from blobs.tests.support import (
     engine_registered,
     files_engine,
 )
+from orgs.principal import Principal
 
 pytestmark = pytest.mark.django_db
 
@@ -269,6 +275,12 @@ def test_a_malformed_id_in_a_path_is_absent(world: World, admin, method, route, 
 def test_a_nul_in_an_org_or_blob_path_part_is_absent(world: World, admin, path):
     # PostgreSQL text cannot hold a NUL: the lookup must not send it (it answered 500 there).
     assert_error(api(admin, "GET", path), 403, "access_denied")
+
+
+@pytest.mark.parametrize(("org", "blob"), [("acme\x00", "secret-model"), ("acme-corp", "secret\x00")])
+def test_a_nul_in_an_org_or_blob_ref_is_looked_up_without_a_query(world: World, org, blob, django_assert_num_queries):
+    with django_assert_num_queries(0), pytest.raises(AccessDenied):
+        selectors.blob_get(Principal(user=world.admin), org, blob)
 
 
 @pytest.mark.parametrize(
@@ -630,6 +642,7 @@ def test_bad_input_tells_an_outsider_nothing_about_what_exists(world: World, who
 
 @pytest.mark.parametrize("value", ['"abc\x00def"', "", '"not an etag!"'])
 def test_an_if_match_that_names_no_etag_is_a_412_not_a_lookup(world: World, admin, value):
+    assert if_match(Request(RequestFactory().patch("/", HTTP_IF_MATCH=value))) == STALE
     before = db_snapshot()
 
     refused(api(admin, "PATCH", BLOB, {"description": "x"}, HTTP_IF_MATCH=value), status=412, code="precondition_failed")

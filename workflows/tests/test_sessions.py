@@ -121,7 +121,7 @@ def test_a_session_object_uploads_and_downloads(channel):
     assert SessionObject.objects.count() == 1
 
 
-def test_a_missing_session_object_is_a_404(channel):
+def test_a_missing_session_object_is_refused_as_absent(channel):
     ensure_session(channel)
     error(channel.query("download_session_object", session_id="main-session", alias="nothing"), 403, "access_denied")
 
@@ -190,7 +190,7 @@ def test_a_page_of_session_objects_holds_at_most_limit_entries(listed):
     assert len(page["objects"]) + len(page["prefixes"]) == 1 and "cursor" in page
 
 
-def test_delete_session_object_deletes_it_and_a_missing_one_is_a_404(channel):
+def test_delete_session_object_deletes_it_and_a_missing_one_is_refused_as_absent(channel):
     ensure_session(channel)
     ok(channel.command("upload_session_object", session_id="main-session", alias="old", value=1))
     assert ok(channel.command("delete_session_object", session_id="main-session", alias="old")) == {"status": "success"}
@@ -260,7 +260,7 @@ def test_files_and_values_are_read_by_their_own_queries(channel):
     error(download_file(channel, alias="value.json"), 403, "access_denied")
 
 
-def test_a_missing_session_file_is_a_404_and_an_absent_session_a_403(channel):
+def test_a_missing_session_file_and_an_absent_session_are_refused_as_absent(channel):
     ensure_session(channel)
     error(download_file(channel, alias="nothing.bin"), 403, "access_denied")
     error(upload_file(channel, b"x", session="no-such-session"), 403, "access_denied")
